@@ -11,6 +11,11 @@ import sys
 from typing import List, Optional
 
 _COMMAND_MODULES = [
+    "facemargin.train.cli",     # bench (the main job), train
+    "facemargin.eval.cli",      # eval, embed, verify
+    "facemargin.align.cli",     # align
+    "facemargin.models.cli",    # export
+    "facemargin.viz.cli",       # plot
 ]
 
 

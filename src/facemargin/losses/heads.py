@@ -177,10 +177,13 @@ class MarginHead(nn.Module):
 
     @property
     def lambda_(self) -> Optional[float]:
-        return None if self.schedule is None else float(self.schedule.lambda_)
+        # from the counter (exact), not the buffer: head.to(bfloat16) would round the buffer
+        return None if self.schedule is None else self.schedule.value(int(self.schedule.iteration))
 
     def _scale_arg(self):
-        return self.scale if isinstance(self.scale, nn.Parameter) else float(self.scale)
+        # a tensor whenever it needs a gradient (also under torch.func.functional_call, where the
+        # learnable scale is substituted by a plain tensor)
+        return self.scale if self.scale.requires_grad else float(self.scale)
 
     # -- the two calls of the contract -----------------------------------------------------------
     def logits(self, x: Tensor, y: Optional[Tensor] = None) -> Tensor:

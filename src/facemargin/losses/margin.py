@@ -199,7 +199,7 @@ def margin_logits(
     rows = torch.arange(x.shape[0], device=x.device)
     with torch.no_grad():
         target_plain = logits[rows, y]
-        other_max = logits.index_put((rows, y), torch.tensor(-math.inf, dtype=dtype, device=x.device)).amax(dim=1)
+        other_max = logits.index_put((rows, y), torch.tensor(-math.inf, dtype=logits.dtype, device=x.device)).amax(dim=1)
     if not spec.margin.active:
         return logits, MarginStats(target_plain, target_plain, other_max)
     w_y = weight[y]
@@ -214,13 +214,15 @@ def margin_logits(
         target = target * w_y.norm(dim=1)
     if bias is not None:
         target = target + bias.to(dtype)[y]
-    logits = logits.index_put((rows, y), target)
+    # under autocast F.linear returns bf16 logits while the target entries are float32
+    logits = logits.index_put((rows, y), target.to(logits.dtype))
     return logits, MarginStats(target_plain, target.detach(), other_max)
 
 
 def _plain_cross_entropy(x, weight, y, spec, scale, lambda_, bias, **_):
     logits, stats = margin_logits(x, weight, y, spec, scale, lambda_, bias)
-    loss = F.cross_entropy(logits.float(), y)
+    # at least float32 (bf16 logits), but float64 stays float64 (gradcheck, exact comparisons)
+    loss = F.cross_entropy(logits.to(torch.promote_types(logits.dtype, torch.float32)), y)
     return loss, stats
 
 

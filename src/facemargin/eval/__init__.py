@@ -1,0 +1,35 @@
+"""Evaluation: LFW-protocol pair verification, flip-test embedding, closed-set identification.
+
+* :func:`verify` - k-fold accuracy/threshold, ROC AUC, EER and TAR@FAR (SPEC section 5);
+* :func:`embed_images` - batched embeddings with optional flip-test fusion;
+* :func:`identify`, :func:`gallery_probe_split`, :func:`closed_set_accuracy` - identification.
+"""
+from .embed import embed_images
+from .identification import closed_set_accuracy, gallery_probe_split, identify
+from .verification import (
+    auc,
+    best_threshold,
+    cosine_scores,
+    equal_error_rate,
+    fold_slices,
+    roc_auc,
+    roc_curve,
+    tar_at_far,
+    verify,
+)
+
+__all__ = [
+    "verify",
+    "roc_curve",
+    "auc",
+    "roc_auc",
+    "equal_error_rate",
+    "tar_at_far",
+    "best_threshold",
+    "fold_slices",
+    "cosine_scores",
+    "embed_images",
+    "identify",
+    "gallery_probe_split",
+    "closed_set_accuracy",
+]

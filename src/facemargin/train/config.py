@@ -1,0 +1,146 @@
+"""Training configuration: a nested dict of plain values, read from TOML, overridden from the CLI.
+
+The defaults below are the whole schema: an unknown key in a file or an override is an error
+(a typo must not silently train with a default). Sections:
+
+``data``     which dataset and which classes to train on;
+``model``    the backbone (``facemargin.models.build`` name and kwargs);
+``loss``     the loss or head (``facemargin.losses.build`` name and kwargs in ``params``);
+``aux``      an optional second loss added with a weight (softmax + λ·center, + contrastive);
+``optim``    SGD settings, the schedule, and separate settings for the class weights;
+``train``    steps, batch, seed, checkpoints, logging, bf16 autocast.
+"""
+from __future__ import annotations
+
+import ast
+import copy
+import tomllib
+from pathlib import Path
+from typing import Any, Dict, Iterable, Optional
+
+DEFAULTS: Dict[str, Any] = {
+    "data": {
+        "name": "fashion-mnist",      # fashion-mnist | folder | recordio
+        "root": "",                   # dataset folder ("" = the dataset's default location)
+        "train_classes": [0, 1, 2, 3, 4, 5],  # fashion-mnist: classes trained on (open-set protocol)
+        "eval_classes": [6, 7, 8, 9],         # fashion-mnist: classes of the open-set pairs
+        "num_pairs": 6000,
+        "workers": 0,
+        "flip": False,                # random horizontal flip augmentation
+    },
+    "model": {"name": "lenetpp", "embedding_size": 64, "params": {}},
+    "loss": {"name": "softmax", "params": {}},
+    "aux": {"name": "", "weight": 0.0, "params": {}},
+    "optim": {
+        "lr": 0.1,
+        "momentum": 0.9,
+        "weight_decay": 5e-4,
+        "schedule": "multistep",     # multistep | cosine | poly | constant
+        "milestones": [0.5, 0.75],   # multistep: fractions of train.steps (or absolute steps if > 1)
+        "gamma": 0.1,
+        "power": 2.0,                # poly
+        "warmup_steps": 0,
+        "head_lr_mult": 1.0,          # class weights: lr multiplier
+        "head_weight_decay": -1.0,    # class weights: weight decay (-1 = same as weight_decay)
+        "clip_grad_norm": 0.0,        # 0 = off
+    },
+    "train": {
+        "steps": 1000,
+        "batch_size": 128,
+        "seed": 0,
+        "device": "auto",            # auto | cpu | cuda
+        "bf16": False,               # bfloat16 autocast (CPU or CUDA)
+        "checkpoint_every": 0,        # 0 = only at the end
+        "log_every": 20,
+        "eval_every": 0,              # 0 = no evaluation during training
+        "out": "runs/train",
+        "progress": True,
+    },
+}
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def _merge(base: Dict[str, Any], update: Dict[str, Any], where: str, free: bool = False) -> None:
+    for key, value in update.items():
+        path = f"{where}.{key}" if where else key
+        if key not in base and not free:
+            known = ", ".join(sorted(base))
+            raise ConfigError(f"unknown config key {path!r}; known keys here: {known}")
+        if isinstance(base.get(key), dict) and isinstance(value, dict):
+            # free-form tables: hyper-parameters passed through to constructors
+            _merge(base[key], value, path, free=free or key == "params")
+        else:
+            base[key] = value
+
+
+def load_config(path: Optional[str] = None, overrides: Iterable[str] = (), base: Optional[Dict] = None) -> Dict[str, Any]:
+    """Defaults, then the TOML file ``path``, then ``overrides`` like ``"loss.params.m=0.5"``."""
+    cfg = copy.deepcopy(base if base is not None else DEFAULTS)
+    if path:
+        p = Path(path)
+        if not p.is_file():
+            raise FileNotFoundError(f"config file not found: {p}")
+        try:
+            with open(p, "rb") as f:
+                data = tomllib.load(f)
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"{p}: invalid TOML: {e}") from e
+        _merge(cfg, data, "")
+    for item in overrides:
+        apply_override(cfg, item)
+    return cfg
+
+
+def parse_value(text: str) -> Any:
+    """``"0.5"`` -> 0.5, ``"true"`` -> True, ``"[1,2]"`` -> [1, 2], anything else stays a string."""
+    low = text.strip().lower()
+    if low in ("true", "false"):
+        return low == "true"
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def apply_override(cfg: Dict[str, Any], item: str) -> None:
+    if "=" not in item:
+        raise ConfigError(f"override {item!r} must look like section.key=value")
+    key, value = item.split("=", 1)
+    parts = key.strip().split(".")
+    node = cfg
+    for i, part in enumerate(parts[:-1]):
+        if part not in node or not isinstance(node[part], dict):
+            raise ConfigError(f"unknown config section {'.'.join(parts[:i + 1])!r} in override {item!r}")
+        node = node[part]
+    free = "params" in parts[:-1]
+    if parts[-1] not in node and not free:
+        raise ConfigError(f"unknown config key {key!r} in override {item!r}; known: {', '.join(sorted(node))}")
+    node[parts[-1]] = parse_value(value)
+
+
+def dump_toml(cfg: Dict[str, Any]) -> str:
+    """A TOML text of ``cfg`` (plain values, lists and nested tables)."""
+
+    def fmt(v):
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, (int, float)):
+            return repr(v)
+        if isinstance(v, str):
+            return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        if isinstance(v, (list, tuple)):
+            return "[" + ", ".join(fmt(x) for x in v) + "]"
+        if isinstance(v, dict):
+            return "{ " + ", ".join(f"{k} = {fmt(x)}" for k, x in v.items()) + " }"
+        raise ConfigError(f"cannot write {type(v).__name__} to TOML")
+
+    lines = []
+    for section, table in cfg.items():
+        lines.append(f"[{section}]")
+        for k, v in table.items():
+            lines.append(f"{k} = {fmt(v)}")
+        lines.append("")
+    return "\n".join(lines)

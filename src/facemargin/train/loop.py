@@ -1,0 +1,307 @@
+"""The training loop: any backbone with any loss of the registry, resumable to the bit.
+
+``Trainer(cfg, train_set).fit()`` trains for ``cfg["train"]["steps"]`` steps. The batch of step
+``k`` and the learning rate at step ``k`` are functions of ``k`` alone, and checkpoints hold the
+model, loss (class weights, λ counter, centers), optimizer and RNG states, so a run resumed from
+a checkpoint produces the same losses as a run that was never interrupted.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import time
+from pathlib import Path
+from typing import Callable, Dict, Optional
+
+import torch
+import torch.nn as nn
+
+from .. import losses
+from .checkpoint import build_backbone_from_config, load_checkpoint, save_checkpoint
+from .schedule import BatchOrder, lr_factor
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"train.device={name!r} but CUDA is not available on this machine")
+    return torch.device(name)
+
+
+def build_loss(spec: Dict, embedding_size: int, num_classes: int) -> nn.Module:
+    """Build a head (given ``embedding_size``/``num_classes``) or a metric loss from its config table."""
+    name, params = spec["name"], dict(spec.get("params", {}))
+    cls = losses.LOSSES.get(name)
+    import inspect
+
+    sig = inspect.signature(cls)
+    if "num_classes" in sig.parameters:
+        params.setdefault("num_classes", num_classes)
+    if "embedding_size" in sig.parameters:
+        params.setdefault("embedding_size", embedding_size)
+    try:
+        return cls(**params)
+    except TypeError as e:
+        raise ValueError(f"loss {name!r}: bad parameters {params}: {e}") from e
+
+
+def has_class_weights(module: nn.Module) -> bool:
+    return isinstance(getattr(module, "weight", None), torch.nn.Parameter)
+
+
+class Trainer:
+    """Train ``cfg["model"]`` with ``cfg["loss"]`` (+ ``cfg["aux"]``) on ``train_set``.
+
+    ``train_set`` has ``num_classes``, ``__len__`` and either ``get_batch(indices) -> (x, y)``
+    (in-memory sets) or ``__getitem__`` (read through a DataLoader with workers).
+    ``evaluate(model) -> dict`` is called every ``train.eval_every`` steps and at the end.
+    """
+
+    def __init__(self, cfg: Dict, train_set, evaluate: Optional[Callable] = None, log: Callable = print,
+                 distributed=None):
+        self.cfg, self.train_set, self.evaluate, self.log = cfg, train_set, evaluate, log
+        t = cfg["train"]
+        self.device = resolve_device(t["device"])
+        self.out = Path(t["out"])
+        self.steps = int(t["steps"])
+        if self.steps <= 0:
+            raise ValueError(f"train.steps must be positive, got {self.steps}")
+        self.dist = distributed
+        rank, world = (self.dist.rank, self.dist.world) if self.dist else (0, 1)
+        self.is_main = rank == 0
+        torch.manual_seed(int(t["seed"]))
+        self.model = build_backbone_from_config(cfg).to(self.device)
+        emb = int(cfg["model"]["embedding_size"])
+        self.num_classes = int(train_set.num_classes)
+        if self.dist is not None:
+            self.loss = self.dist.build_head(cfg["loss"], emb, self.num_classes).to(self.device)
+            self.model_ddp = self.dist.wrap_model(self.model)
+        else:
+            self.loss = build_loss(cfg["loss"], emb, self.num_classes).to(self.device)
+            self.model_ddp = self.model
+        a = cfg["aux"]
+        self.aux = build_loss(a, emb, self.num_classes).to(self.device) if a.get("name") else None
+        self.aux_weight = float(a.get("weight", 0.0))
+        self.optimizer = self._make_optimizer()
+        self.order = BatchOrder(len(train_set), int(t["batch_size"]), int(t["seed"]), rank, world)
+        self.step = 0
+        self._loader_iter = None
+        self.history = []
+
+    # -- set-up ---------------------------------------------------------------------------------
+    def _make_optimizer(self) -> torch.optim.Optimizer:
+        o = self.cfg["optim"]
+        wd = float(o["weight_decay"])
+        head_wd = wd if float(o["head_weight_decay"]) < 0 else float(o["head_weight_decay"])
+        groups = [{"params": [p for p in self.model.parameters() if p.requires_grad], "weight_decay": wd,
+                   "lr_mult": 1.0, "name": "backbone"}]
+        for mod, tag in ((self.loss, "loss"), (self.aux, "aux")):
+            if mod is None:
+                continue
+            weights = [p for n, p in mod.named_parameters() if n == "weight" or n.endswith(".weight")]
+            others = [p for n, p in mod.named_parameters() if not (n == "weight" or n.endswith(".weight"))]
+            if weights:
+                groups.append({"params": weights, "weight_decay": head_wd, "lr_mult": float(o["head_lr_mult"]),
+                               "name": f"{tag}.weight"})
+            if others:  # bias, learnable scale: no decay
+                groups.append({"params": others, "weight_decay": 0.0, "lr_mult": float(o["head_lr_mult"]),
+                               "name": f"{tag}.other"})
+        for g in groups:
+            g["lr"] = float(o["lr"]) * g["lr_mult"]
+        return torch.optim.SGD(groups, lr=float(o["lr"]), momentum=float(o["momentum"]))
+
+    def _set_lr(self) -> float:
+        f = lr_factor(self.cfg["optim"], self.step, self.steps)
+        base = float(self.cfg["optim"]["lr"])
+        for g in self.optimizer.param_groups:
+            g["lr"] = base * g["lr_mult"] * f
+        return base * f
+
+    # -- data -----------------------------------------------------------------------------------
+    def _batch(self):
+        idx = self.order(self.step)
+        if hasattr(self.train_set, "get_batch"):
+            x, y = self.train_set.get_batch(idx)
+        else:
+            items = [self.train_set[int(i)] for i in idx]
+            x = torch.stack([it[0] for it in items])
+            y = torch.as_tensor([int(it[1]) for it in items], dtype=torch.long)
+        return x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+
+    # -- checkpoints ----------------------------------------------------------------------------
+    def save(self, path=None) -> Optional[Path]:
+        path = Path(path) if path else self.out / "checkpoint.pt"
+        loss_module = self.loss
+        if self.dist is not None:
+            loss_state = self.dist.full_state_dict(self.loss)  # collective: every rank calls it
+            if not self.is_main:
+                return None
+
+            class _Full:  # adapter: save_checkpoint only needs .state_dict()
+                def state_dict(self_inner):
+                    return loss_state
+
+            loss_module = _Full()
+        if not self.is_main:
+            return None
+        return save_checkpoint(path, config=self.cfg, step=self.step, model=self.model, loss=loss_module,
+                               aux=self.aux, optimizer=self.optimizer)
+
+    def resume(self, path) -> None:
+        """Continue a run exactly: weights, optimizer, λ counters, centers, RNG and step."""
+        state = load_checkpoint(path)
+        self.model.load_state_dict(state["model"])
+        if self.dist is not None:
+            self.dist.load_full_state_dict(self.loss, state["loss"])
+        else:
+            self.loss.load_state_dict(state["loss"])
+        if self.aux is not None and state.get("aux") is not None:
+            self.aux.load_state_dict(state["aux"])
+        if state.get("optimizer") is not None:
+            if self.dist is not None:
+                # momentum of sharded class rows cannot be re-sliced from rank 0's state
+                self.log(f"[train] resuming {path} distributed: optimizer momentum restarts")
+            else:
+                self.optimizer.load_state_dict(state["optimizer"])
+        self.step = int(state["step"])
+        torch.set_rng_state(state["rng"]["torch"])
+        if "cuda" in state["rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+        self._truncate_metrics(self.step)
+
+    def init_from(self, path, load_loss: bool = True) -> None:
+        """Start a new run from a checkpoint's weights (step 0, fresh optimizer): the ATL *step* recipe."""
+        state = load_checkpoint(path)
+        self.model.load_state_dict(state["model"])
+        if load_loss and state.get("loss"):
+            missing = self.loss.load_state_dict(state["loss"], strict=False)
+            if missing.missing_keys:
+                raise ValueError(f"{path}: the loss state lacks {missing.missing_keys} for {self.cfg['loss']['name']}")
+
+    # -- metrics --------------------------------------------------------------------------------
+    @property
+    def metrics_path(self) -> Path:
+        return self.out / "metrics.jsonl"
+
+    def _write_metrics(self, row: Dict) -> None:
+        self.history.append(row)
+        if not self.is_main:
+            return
+        self.out.mkdir(parents=True, exist_ok=True)
+        with open(self.metrics_path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(row) + "\n")
+
+    def _truncate_metrics(self, step: int) -> None:
+        if not (self.is_main and self.metrics_path.exists()):
+            return
+        keep = [ln for ln in self.metrics_path.read_text().splitlines() if ln.strip() and json.loads(ln).get("step", 0) <= step]
+        from ..io import atomic_open
+
+        with atomic_open(self.metrics_path, "w", encoding="utf-8") as f:
+            f.write("".join(ln + "\n" for ln in keep))
+
+    # -- the loop -------------------------------------------------------------------------------
+    def train_step(self) -> Dict:
+        """One optimisation step; returns its metrics (loss, train accuracy, sample shares)."""
+        t = self.cfg["train"]
+        self.model_ddp.train()
+        self.loss.train()
+        if self.aux is not None:
+            self.aux.train()
+        lr = self._set_lr()
+        x, y = self._batch()
+        autocast = (torch.autocast(self.device.type, dtype=torch.bfloat16) if t["bf16"]
+                    else contextlib.nullcontext())
+        with autocast:
+            emb = self.model_ddp(x)
+        emb = emb.float()  # margins are computed in float32 (the heads are safe in bf16 too)
+        loss = self.loss(emb, y)
+        total = loss
+        aux_value = None
+        if self.aux is not None:
+            aux_value = self.aux(emb, y)
+            total = total + self.aux_weight * aux_value
+        if not torch.isfinite(total.detach()):
+            raise FloatingPointError(f"step {self.step}: loss is {float(total)}; lower optim.lr or check the data")
+        self.optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        clip = float(self.cfg["optim"]["clip_grad_norm"])
+        if clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
+        self.optimizer.step()
+        row = {"step": self.step + 1, "loss": float(total.detach()), "lr": lr}
+        if aux_value is not None:
+            row["main_loss"], row["aux_loss"] = float(loss.detach()), float(aux_value.detach())
+        stats = getattr(self.loss, "last_stats", None)
+        if stats is not None:
+            row["train_acc"] = float((stats.target_plain > stats.other_max).float().mean())
+            easy = stats.easy
+            hard = stats.hard & ~easy if self.loss.spec.margin.active else torch.zeros_like(easy)
+            row["easy"] = float(easy.float().mean())
+            row["hard"] = float(hard.float().mean())
+            row["semihard"] = 1.0 - row["easy"] - row["hard"]
+        lam = getattr(self.loss, "lambda_", None)
+        if lam is not None:
+            row["lambda"] = float(lam)
+        self.step += 1
+        return row
+
+    def fit(self) -> Dict:
+        """Train to ``train.steps``; returns the last evaluation (or last metrics)."""
+        t = self.cfg["train"]
+        log_every, ckpt_every, eval_every = int(t["log_every"]), int(t["checkpoint_every"]), int(t["eval_every"])
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=self.steps, initial=self.step, desc=f"{self.cfg['loss']['name']}",
+                   disable=not (t["progress"] and self.is_main), leave=False, dynamic_ncols=True)
+        start, seen = time.perf_counter(), 0
+        last_eval: Dict = {}
+        acc_sum, acc_n, loss_sum = 0.0, 0, 0.0
+        shares = {"easy": 0.0, "semihard": 0.0, "hard": 0.0}
+        while self.step < self.steps:
+            row = self.train_step()
+            seen += self.order.batch_size
+            loss_sum += row["loss"]
+            if "train_acc" in row:
+                acc_sum += row["train_acc"]
+                for k in shares:
+                    shares[k] += row[k]
+            acc_n += 1
+            speed = seen / max(time.perf_counter() - start, 1e-9)
+            if self.step % log_every == 0 or self.step == self.steps:
+                out = {"step": self.step, "loss": loss_sum / acc_n, "lr": row["lr"], "img_per_s": speed}
+                if "train_acc" in row:
+                    out["train_acc"] = acc_sum / acc_n
+                    out.update({k: v / acc_n for k, v in shares.items()})
+                for k in ("lambda", "main_loss", "aux_loss"):
+                    if k in row:
+                        out[k] = row[k]
+                self._write_metrics(out)
+                post = {"loss": f"{out['loss']:.3f}", "img/s": f"{speed:.0f}"}
+                if "train_acc" in out:
+                    post["acc"] = f"{out['train_acc']:.3f}"
+                bar.set_postfix(post)
+                acc_sum, acc_n, loss_sum = 0.0, 0, 0.0
+                shares = {k: 0.0 for k in shares}
+            bar.update(1)
+            if ckpt_every and self.step % ckpt_every == 0 and self.step < self.steps:
+                self.save()
+            if self.evaluate is not None and eval_every and self.step % eval_every == 0 and self.step < self.steps:
+                last_eval = self._eval()
+        bar.close()
+        self.train_seconds = time.perf_counter() - start
+        self.save()
+        if self.evaluate is not None:
+            last_eval = self._eval()
+        return last_eval
+
+    def _eval(self) -> Dict:
+        self.model.eval()
+        result = self.evaluate(self.model)
+        self._write_metrics({"event": "eval", "step": self.step, **{k: v for k, v in result.items()
+                                                                  if isinstance(v, (int, float))}})
+        self.model.train()
+        return result
