@@ -160,23 +160,6 @@ def test_boundary_bad_input():
 # ------------------------------------------------------------------ ROC
 
 
-def test_roc_curve_hand_worked():
-    fpr, tpr, thr = viz.roc_curve([0.9, 0.8, 0.7, 0.6], [True, False, True, False])
-    np.testing.assert_allclose(tpr, [0, 0.5, 0.5, 1, 1])
-    np.testing.assert_allclose(fpr, [0, 0, 0.5, 0.5, 1])
-    np.testing.assert_allclose(thr, [np.inf, 0.9, 0.8, 0.7, 0.6])
-    # area = share of (same, different) pairs ranked correctly = 3/4
-    assert F._auc(fpr, tpr) == pytest.approx(0.75)
-
-
-def test_roc_curve_ties_make_one_step():
-    fpr, tpr, _ = viz.roc_curve([0.5, 0.5, 0.1], [True, False, False])
-    np.testing.assert_allclose(fpr, [0, 0.5, 1])
-    np.testing.assert_allclose(tpr, [0, 1, 1])
-    with pytest.raises(ValueError, match="both same and different"):
-        viz.roc_curve([0.1, 0.2], [True, True])
-
-
 def test_moving_average_hand_worked():
     np.testing.assert_allclose(F._moving_average(np.array([1.0, 3.0, 5.0, 7.0]), 2), [1, 2, 4, 6])
     np.testing.assert_allclose(F._moving_average(np.array([1.0, 3.0]), 1), [1, 3])

@@ -169,8 +169,8 @@ def run_verify(args) -> int:
     from . import embed_images
 
     model, _ = load_backbone(args.checkpoint)
-    images = np.stack([load_image(p) for p in (args.image_a, args.image_b)])
-    x = prepare_images(images, model.input_size, f"{args.image_a}, {args.image_b}")
+    # one image at a time: a wrongly sized image is reported by name with the expected size
+    x = torch.cat([prepare_images(load_image(p)[None], model.input_size, str(p)) for p in (args.image_a, args.image_b)])
     e = embed_images(model, x, flip=args.flip)
     e = e / np.maximum(np.linalg.norm(e, axis=1, keepdims=True), 1e-12)
     score = float(e[0] @ e[1])

@@ -47,6 +47,10 @@ RUNS: Dict[str, Dict] = {
     # the seed's small-set defaults (m=2, lambda_min=3), triplet and semihard from the start
     "atl": {"loss": {"name": "atl", "params": {"m": 2, "lambda_min": 3, "triplet": True, "semihard": True}}},
 }
+# the shared backbone and solver of every run (the report's protocol line is written from these)
+WIDTH, EMBEDDING, BATCH = 0.5, 64, 128
+LR = 0.01  # LeNet++ has no batch norm: the seed's 0.1 diverges
+
 FIGURE_RUNS_2D = ["softmax", "center", "sphereface", "cosface", "arcface", "atl"]
 FIGURE_RUNS_3D = ["normface", "sphereface", "arcface"]
 
@@ -205,8 +209,8 @@ def write_report(out: Path, rows: List[Dict], figures: Dict[str, str], args_line
         f"Date: {datetime.date.today().isoformat()}. Machine: {machine_line()}. "
         f"Command: `{args_line}`. Total wall time: {total_s / 60:.1f} min.",
         "",
-        "Protocol: LeNet++ (width 0.5, 64-D features), trained on Fashion-MNIST classes 0-5 with the same "
-        "steps, batch (128), learning-rate schedule (SGD 0.1, momentum 0.9, wd 5e-4, ×0.1 at 50% and 75%) and "
+        f"Protocol: LeNet++ (width {WIDTH}, {EMBEDDING}-D features), trained on Fashion-MNIST classes 0-5 with the same "
+        f"steps, batch ({BATCH}), learning-rate schedule (SGD {LR}, momentum 0.9, wd 5e-4, ×0.1 at 50% and 75%) and "
         "seed for every loss. *Open-set*: pairs of test images of the unseen classes 6-9, LFW 10-fold protocol "
         "(accuracy ± std over folds, ROC AUC, EER, TAR@FAR). *Closed-set*: nearest class mean of training features "
         "on the test split of classes 0-5.",
@@ -286,9 +290,9 @@ def run_bench(out: str = "runs/bench", quick: bool = False, data_root: Optional[
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
     base = load_config(None)
-    base["model"] = {"name": "lenetpp", "embedding_size": 64, "params": {"width": 0.5}}
-    base["train"]["batch_size"] = 128
-    base["optim"]["lr"] = 0.01  # LeNet++ has no batch norm: 0.1 diverges
+    base["model"] = {"name": "lenetpp", "embedding_size": EMBEDDING, "params": {"width": WIDTH}}
+    base["train"]["batch_size"] = BATCH
+    base["optim"]["lr"] = LR
     t0 = time.perf_counter()
     print(f"[bench] loading Fashion-MNIST and building the open-set protocol ({budget['num_pairs']} pairs)")
     evaluator = FashionEval(data_root, base["data"]["train_classes"], base["data"]["eval_classes"], budget["num_pairs"], seed)
@@ -298,7 +302,7 @@ def run_bench(out: str = "runs/bench", quick: bool = False, data_root: Optional[
     rows = []
     for i, name in enumerate(names):
         print(f"[bench] ({i + 1}/{len(names)}) {name}: {budget['steps']} steps")
-        cfg = run_config(name, base, budget, out_dir / "runs" / name, data_root, 64, budget["steps"], seed, device)
+        cfg = run_config(name, base, budget, out_dir / "runs" / name, data_root, EMBEDDING, budget["steps"], seed, device)
         row = train_one(name, cfg, train_set, evaluator, out_dir / "runs" / name)
         print(f"[bench]   open-set acc {row['accuracy']:.4f} ± {row['accuracy_std']:.4f}, AUC {row['auc']:.4f}, "
               f"closed-set {row['closed_set_accuracy']:.4f}, {row['train_seconds']:.0f} s")

@@ -58,7 +58,7 @@ def resolve(args):
     overrides = list(args.overrides)
     if args.out:
         overrides.append(f"train.out={args.out}")
-    if args.steps:
+    if args.steps is not None:
         overrides.append(f"train.steps={args.steps}")
     if args.data:
         overrides.append(f"data.root={args.data}")

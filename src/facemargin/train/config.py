@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ast
 import copy
+import json
 import tomllib
 from pathlib import Path
 from typing import Any, Dict, Iterable, Optional
@@ -124,23 +125,31 @@ def apply_override(cfg: Dict[str, Any], item: str) -> None:
 def dump_toml(cfg: Dict[str, Any]) -> str:
     """A TOML text of ``cfg`` (plain values, lists and nested tables)."""
 
+    def quote(text: str) -> str:
+        # a JSON string is a valid TOML basic string (its escapes are a subset of TOML's)
+        return json.dumps(text, ensure_ascii=False).replace("\x7f", "\\u007f")
+
+    def key(k) -> str:
+        k = str(k)
+        return k if k and all(c.isascii() and (c.isalnum() or c in "_-") for c in k) else quote(k)
+
     def fmt(v):
         if isinstance(v, bool):
             return "true" if v else "false"
         if isinstance(v, (int, float)):
             return repr(v)
         if isinstance(v, str):
-            return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+            return quote(v)
         if isinstance(v, (list, tuple)):
             return "[" + ", ".join(fmt(x) for x in v) + "]"
         if isinstance(v, dict):
-            return "{ " + ", ".join(f"{k} = {fmt(x)}" for k, x in v.items()) + " }"
+            return "{ " + ", ".join(f"{key(k)} = {fmt(x)}" for k, x in v.items()) + " }"
         raise ConfigError(f"cannot write {type(v).__name__} to TOML")
 
     lines = []
     for section, table in cfg.items():
-        lines.append(f"[{section}]")
+        lines.append(f"[{key(section)}]")
         for k, v in table.items():
-            lines.append(f"{k} = {fmt(v)}")
+            lines.append(f"{key(k)} = {fmt(v)}")
         lines.append("")
     return "\n".join(lines)

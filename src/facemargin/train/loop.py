@@ -48,6 +48,14 @@ def build_loss(spec: Dict, embedding_size: int, num_classes: int) -> nn.Module:
         raise ValueError(f"loss {name!r}: bad parameters {params}: {e}") from e
 
 
+def _describe(cfg: Dict) -> str:
+    """``model lenetpp (64-D), loss softmax`` for error messages."""
+    try:
+        return f"model {cfg['model']['name']} ({cfg['model']['embedding_size']}-D), loss {cfg['loss']['name']}"
+    except (KeyError, TypeError):
+        return "unknown config"
+
+
 def has_class_weights(module: nn.Module) -> bool:
     return isinstance(getattr(module, "weight", None), torch.nn.Parameter)
 
@@ -88,7 +96,7 @@ class Trainer:
         self.optimizer = self._make_optimizer()
         self.order = BatchOrder(len(train_set), int(t["batch_size"]), int(t["seed"]), rank, world)
         self.step = 0
-        self._loader_iter = None
+        self._loader_iter, self._loader_start = None, 0
         self.history = []
 
     # -- set-up ---------------------------------------------------------------------------------
@@ -122,14 +130,34 @@ class Trainer:
 
     # -- data -----------------------------------------------------------------------------------
     def _batch(self):
-        idx = self.order(self.step)
         if hasattr(self.train_set, "get_batch"):
-            x, y = self.train_set.get_batch(idx)
+            x, y = self.train_set.get_batch(self.order(self.step))
         else:
-            items = [self.train_set[int(i)] for i in idx]
-            x = torch.stack([it[0] for it in items])
-            y = torch.as_tensor([int(it[1]) for it in items], dtype=torch.long)
+            if self._loader_iter is None or self._loader_start != self.step:
+                self._open_loader()
+            x, y = next(self._loader_iter)
+            self._loader_start += 1
+            if self.cfg["data"].get("flip"):  # in-memory sets flip in get_batch
+                mask = torch.rand(x.shape[0]) < 0.5
+                x = torch.where(mask[:, None, None, None], x.flip(-1), x)
         return x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+
+    def _open_loader(self) -> None:
+        """File-backed sets (RecordIO, folders): a DataLoader whose batches follow ``BatchOrder``
+        from the current step, decoded by ``data.workers`` processes."""
+        order, start, steps = self.order, self.step, self.steps
+
+        class _Steps(torch.utils.data.Sampler):
+            def __len__(self):
+                return steps - start
+
+            def __iter__(self):
+                return (order(k).tolist() for k in range(start, steps))
+
+        loader = torch.utils.data.DataLoader(
+            self.train_set, batch_sampler=_Steps(), num_workers=int(self.cfg["data"].get("workers", 0)),
+            pin_memory=self.device.type == "cuda")
+        self._loader_iter, self._loader_start = iter(loader), start
 
     # -- checkpoints ----------------------------------------------------------------------------
     def save(self, path=None) -> Optional[Path]:
@@ -153,13 +181,17 @@ class Trainer:
     def resume(self, path) -> None:
         """Continue a run exactly: weights, optimizer, λ counters, centers, RNG and step."""
         state = load_checkpoint(path)
-        self.model.load_state_dict(state["model"])
-        if self.dist is not None:
-            self.dist.load_full_state_dict(self.loss, state["loss"])
-        else:
-            self.loss.load_state_dict(state["loss"])
-        if self.aux is not None and state.get("aux") is not None:
-            self.aux.load_state_dict(state["aux"])
+        try:
+            self.model.load_state_dict(state["model"])
+            if self.dist is not None:
+                self.dist.load_full_state_dict(self.loss, state["loss"])
+            else:
+                self.loss.load_state_dict(state["loss"])
+            if self.aux is not None and state.get("aux") is not None:
+                self.aux.load_state_dict(state["aux"])
+        except RuntimeError as e:  # shapes or keys of another model/loss
+            raise ValueError(f"checkpoint {path} does not match this run's model/loss config "
+                             f"({_describe(self.cfg)}; checkpoint: {_describe(state['config'])}): {e}") from e
         if state.get("optimizer") is not None:
             if self.dist is not None:
                 # momentum of sharded class rows cannot be re-sliced from rank 0's state
@@ -175,11 +207,21 @@ class Trainer:
     def init_from(self, path, load_loss: bool = True) -> None:
         """Start a new run from a checkpoint's weights (step 0, fresh optimizer): the ATL *step* recipe."""
         state = load_checkpoint(path)
-        self.model.load_state_dict(state["model"])
+        try:
+            self.model.load_state_dict(state["model"])
+        except RuntimeError as e:
+            raise ValueError(f"checkpoint {path}: its backbone does not match this run's model config "
+                             f"({_describe(self.cfg)}; checkpoint: {_describe(state['config'])}): {e}") from e
         if load_loss and state.get("loss"):
-            missing = self.loss.load_state_dict(state["loss"], strict=False)
-            if missing.missing_keys:
-                raise ValueError(f"{path}: the loss state lacks {missing.missing_keys} for {self.cfg['loss']['name']}")
+            try:
+                missing = self.loss.load_state_dict(state["loss"], strict=False)
+            except RuntimeError as e:  # e.g. class weights of another number of classes
+                raise ValueError(f"checkpoint {path}: its loss state does not fit this run's {self.cfg['loss']['name']} "
+                                 f"with {self.num_classes} classes: {e}") from e
+            # a λ schedule absent from the checkpoint (softmax -> sphereface) starts at iteration 0
+            lacking = [k for k in missing.missing_keys if not k.startswith("schedule.")]
+            if lacking:
+                raise ValueError(f"{path}: the loss state lacks {lacking} for {self.cfg['loss']['name']}")
 
     # -- metrics --------------------------------------------------------------------------------
     @property
@@ -218,6 +260,9 @@ class Trainer:
         with autocast:
             emb = self.model_ddp(x)
         emb = emb.float()  # margins are computed in float32 (the heads are safe in bf16 too)
+        if not torch.isfinite(emb.detach()).all():
+            raise FloatingPointError(f"step {self.step}: the backbone produced non-finite embeddings (training "
+                                     "diverged); lower optim.lr or check the data")
         loss = self.loss(emb, y)
         total = loss
         aux_value = None
@@ -253,10 +298,14 @@ class Trainer:
         """Train to ``train.steps``; returns the last evaluation (or last metrics)."""
         t = self.cfg["train"]
         log_every, ckpt_every, eval_every = int(t["log_every"]), int(t["checkpoint_every"]), int(t["eval_every"])
+        if log_every <= 0 or ckpt_every < 0 or eval_every < 0:
+            raise ValueError(f"train.log_every must be positive and checkpoint_every/eval_every non-negative, "
+                             f"got {log_every}, {ckpt_every}, {eval_every}")
         from tqdm.auto import tqdm
 
         bar = tqdm(total=self.steps, initial=self.step, desc=f"{self.cfg['loss']['name']}",
-                   disable=not (t["progress"] and self.is_main), leave=False, dynamic_ncols=True)
+                   # None: shown on a terminal, silent in logs and CI
+                   disable=None if (t["progress"] and self.is_main) else True, leave=False, dynamic_ncols=True)
         start, seen = time.perf_counter(), 0
         last_eval: Dict = {}
         acc_sum, acc_n, loss_sum = 0.0, 0, 0.0

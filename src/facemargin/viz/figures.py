@@ -17,9 +17,11 @@ from pathlib import Path
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
+
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from ..eval.verification import auc as _eval_auc, roc_curve  # the package has one ROC
 from ..io import atomic_open
 
 PathLike = Union[str, os.PathLike]
@@ -267,38 +269,6 @@ def plot_sphere_grid(features: Mapping[str, Tuple[ArrayLike, ArrayLike]], path: 
 # ------------------------------------------------------------------------------------------------
 
 
-def roc_curve(scores: ArrayLike, issame: ArrayLike) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """ROC of similarity scores (higher = same): ``(fpr, tpr, thresholds)``.
-
-    A pair is accepted when ``score >= threshold``; thresholds run over the distinct scores from
-    the highest down, preceded by ``+inf`` (nothing accepted), so the curve runs (0,0) -> (1,1).
-    """
-    s = _to_numpy(scores, "scores").astype(np.float64).reshape(-1)
-    t = _to_numpy(issame, "issame").astype(bool).reshape(-1)
-    if s.shape != t.shape or s.size == 0:
-        raise ValueError(f"scores and issame must be non-empty and of equal length, got {s.size} and {t.size}")
-    if not np.all(np.isfinite(s)):
-        raise ValueError("scores contain NaN or infinite values")
-    npos, nneg = int(t.sum()), int((~t).sum())
-    if npos == 0 or nneg == 0:
-        raise ValueError(f"a ROC needs both same and different pairs, got {npos} same and {nneg} different")
-    order = np.argsort(-s, kind="mergesort")
-    s, t = s[order], t[order]
-    tp = np.cumsum(t)
-    fp = np.cumsum(~t)
-    last = np.r_[np.nonzero(np.diff(s))[0], s.size - 1]  # last index of each distinct score
-    tpr = np.r_[0.0, tp[last] / npos]
-    fpr = np.r_[0.0, fp[last] / nneg]
-    thr = np.r_[np.inf, s[last]]
-    return fpr, tpr, thr
-
-
-def _auc(fpr: np.ndarray, tpr: np.ndarray) -> float:
-    order = np.lexsort((tpr, fpr))
-    f, t = fpr[order], tpr[order]
-    return float(np.sum(np.diff(f) * (t[1:] + t[:-1]) / 2.0))
-
-
 def plot_roc(curves: Mapping[str, Union[Tuple[ArrayLike, ArrayLike], Mapping[str, ArrayLike]]], path: PathLike,
              log_x: bool = True, title: Optional[str] = "ROC on the open-set pairs",
              colors: Optional[Mapping[str, tuple]] = None) -> Path:
@@ -333,7 +303,7 @@ def plot_roc(curves: Mapping[str, Union[Tuple[ArrayLike, ArrayLike], Mapping[str
             raise ValueError(f"curve {name!r}: fpr and tpr must have the same length >= 2, got {fpr.size} and {tpr.size}")
         if np.any((fpr < 0) | (fpr > 1) | (tpr < 0) | (tpr > 1)) or not np.all(np.isfinite(fpr + tpr)):
             raise ValueError(f"curve {name!r}: fpr and tpr must lie in [0, 1]")
-        auc = _auc(fpr, tpr) if auc is None else float(auc)
+        auc = _eval_auc(fpr, tpr) if auc is None else float(auc)
         if np.any(fpr > 0):
             min_pos = min(min_pos, float(fpr[fpr > 0].min()))
         rows.append((auc, name, fpr, tpr))
