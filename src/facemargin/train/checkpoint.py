@@ -8,13 +8,14 @@ Layout (a dict of plain values and tensors, loadable with ``weights_only=True``)
     model      backbone state_dict
     loss       head / metric-loss state_dict (class weights in full, λ counter included)
     aux        auxiliary loss state_dict or None
-    optimizer  optimizer state_dict
+    optimizer  optimizer state_dict (momentum of sharded class rows gathered in full)
+    head_optimizer  Partial-FC optimizer state of the class rows, or None
     rng        {"torch": CPU RNG state, "cuda": [states] or absent}
 """
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import torch
 
@@ -23,17 +24,27 @@ from ..io import load_torch, save_torch
 FORMAT = "facemargin-checkpoint-v1"
 
 
-def save_checkpoint(path, *, config: Dict, step: int, model, loss, aux=None, optimizer=None) -> Path:
-    """Write a checkpoint atomically (a crash never leaves a half-written file)."""
+def save_checkpoint(path, *, config: Dict, step: int, model, loss=None, aux=None, optimizer=None,
+                    loss_state: Optional[Dict] = None, optimizer_state: Optional[Dict] = None,
+                    extra: Optional[Dict] = None) -> Path:
+    """Write a checkpoint atomically (a crash never leaves a half-written file).
+
+    ``loss_state``/``optimizer_state`` replace ``loss.state_dict()``/``optimizer.state_dict()``
+    (the distributed trainer passes the full, gathered states of a sharded head)."""
+    if loss_state is None:
+        loss_state = loss.state_dict() if loss is not None else {}
+    if optimizer_state is None and optimizer is not None:
+        optimizer_state = optimizer.state_dict()
     state = {
         "format": FORMAT,
         "config": config,
         "step": int(step),
         "model": model.state_dict(),
-        "loss": loss.state_dict() if loss is not None else {},
+        "loss": loss_state,
         "aux": aux.state_dict() if aux is not None else None,
-        "optimizer": optimizer.state_dict() if optimizer is not None else None,
+        "optimizer": optimizer_state,
         "rng": {"torch": torch.get_rng_state()},
+        **(extra or {}),
     }
     if torch.cuda.is_available():
         state["rng"]["cuda"] = torch.cuda.get_rng_state_all()

@@ -90,7 +90,7 @@ def _train(cfg, resume=None, init_from=None, init_loss=True):
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         from ..distributed.trainer import DistributedContext
 
-        dist = DistributedContext.from_env()
+        dist = DistributedContext.from_env(cfg)
     train_set = build_train_set(cfg["data"])
     # distributed runs skip in-loop evaluation: it would run on one rank while the others wait
     evaluate = _evaluator(cfg) if dist is None else None

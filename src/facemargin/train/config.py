@@ -8,6 +8,7 @@ The defaults below are the whole schema: an unknown key in a file or an override
 ``loss``     the loss or head (``facemargin.losses.build`` name and kwargs in ``params``);
 ``aux``      an optional second loss added with a weight (softmax + λ·center, + contrastive);
 ``optim``    SGD settings, the schedule, and separate settings for the class weights;
+``dist``     distributed runs (torchrun): Partial FC sample rate, backend, collective timeout;
 ``train``    steps, batch, seed, checkpoints, logging, bf16 autocast.
 """
 from __future__ import annotations
@@ -44,6 +45,11 @@ DEFAULTS: Dict[str, Any] = {
         "head_lr_mult": 1.0,          # class weights: lr multiplier
         "head_weight_decay": -1.0,    # class weights: weight decay (-1 = same as weight_decay)
         "clip_grad_norm": 0.0,        # 0 = off
+    },
+    "dist": {                          # used under torchrun (WORLD_SIZE > 1)
+        "sample_rate": 1.0,            # Partial FC: share of negative classes kept per step (< 1 to enable)
+        "backend": "",                 # "" = nccl with CUDA, else gloo
+        "timeout_s": 600.0,            # a dead or hung rank fails the others after this long
     },
     "train": {
         "steps": 1000,

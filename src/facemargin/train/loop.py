@@ -88,11 +88,28 @@ class Trainer:
             self.loss = self.dist.build_head(cfg["loss"], emb, self.num_classes).to(self.device)
             self.model_ddp = self.dist.wrap_model(self.model)
         else:
-            self.loss = build_loss(cfg["loss"], emb, self.num_classes).to(self.device)
+            self.loss = build_loss(cfg["loss"], emb, self.num_classes)
+            if isinstance(self.loss, losses.MarginHead):
+                # the class weights a ShardedHead draws on any number of ranks: runs do not
+                # depend on the world size
+                from ..distributed.sharded import seeded_rows
+
+                with torch.no_grad():
+                    self.loss.weight.copy_(seeded_rows(self.num_classes, emb, int(t["seed"])))
+            self.loss = self.loss.to(self.device)
             self.model_ddp = self.model
         a = cfg["aux"]
         self.aux = build_loss(a, emb, self.num_classes).to(self.device) if a.get("name") else None
         self.aux_weight = float(a.get("weight", 0.0))
+        self.head_optimizer = None  # Partial FC: the sharded rows get their own optimizer
+        if self.dist is not None:
+            o = cfg["optim"]
+            wd = float(o["weight_decay"]) if float(o["head_weight_decay"]) < 0 else float(o["head_weight_decay"])
+            self.head_optimizer = self.dist.head_optimizer(self.loss, float(o["lr"]) * float(o["head_lr_mult"]),
+                                                           float(o["momentum"]), wd)
+            if self.head_optimizer is not None:
+                for g in self.head_optimizer.param_groups:
+                    g["lr_mult"] = float(o["head_lr_mult"])
         self.optimizer = self._make_optimizer()
         self.order = BatchOrder(len(train_set), int(t["batch_size"]), int(t["seed"]), rank, world)
         self.step = 0
@@ -107,7 +124,7 @@ class Trainer:
         groups = [{"params": [p for p in self.model.parameters() if p.requires_grad], "weight_decay": wd,
                    "lr_mult": 1.0, "name": "backbone"}]
         for mod, tag in ((self.loss, "loss"), (self.aux, "aux")):
-            if mod is None:
+            if mod is None or (mod is self.loss and self.head_optimizer is not None):
                 continue
             weights = [p for n, p in mod.named_parameters() if n == "weight" or n.endswith(".weight")]
             others = [p for n, p in mod.named_parameters() if not (n == "weight" or n.endswith(".weight"))]
@@ -121,11 +138,16 @@ class Trainer:
             g["lr"] = float(o["lr"]) * g["lr_mult"]
         return torch.optim.SGD(groups, lr=float(o["lr"]), momentum=float(o["momentum"]))
 
+    @property
+    def optimizers(self):
+        return [o for o in (self.optimizer, self.head_optimizer) if o is not None]
+
     def _set_lr(self) -> float:
         f = lr_factor(self.cfg["optim"], self.step, self.steps)
         base = float(self.cfg["optim"]["lr"])
-        for g in self.optimizer.param_groups:
-            g["lr"] = base * g["lr_mult"] * f
+        for opt in self.optimizers:
+            for g in opt.param_groups:
+                g["lr"] = base * g["lr_mult"] * f
         return base * f
 
     # -- data -----------------------------------------------------------------------------------
@@ -161,43 +183,52 @@ class Trainer:
 
     # -- checkpoints ----------------------------------------------------------------------------
     def save(self, path=None) -> Optional[Path]:
+        """Write ``checkpoint.pt`` (full class weights and momentum even when sharded; rank 0 writes)."""
         path = Path(path) if path else self.out / "checkpoint.pt"
-        loss_module = self.loss
-        if self.dist is not None:
-            loss_state = self.dist.full_state_dict(self.loss)  # collective: every rank calls it
-            if not self.is_main:
-                return None
-
-            class _Full:  # adapter: save_checkpoint only needs .state_dict()
-                def state_dict(self_inner):
-                    return loss_state
-
-            loss_module = _Full()
+        d = self.dist
+        if d is not None:  # collectives: every rank gathers, rank 0 writes
+            loss_state = d.full_state_dict(self.loss)
+            opt_state = d.full_optimizer_state_dict(self.optimizer, self.loss)
+            head_opt_state = d.full_optimizer_state_dict(self.head_optimizer, self.loss)
+        else:
+            loss_state = self.loss.state_dict()
+            opt_state, head_opt_state = self.optimizer.state_dict(), None
         if not self.is_main:
             return None
-        return save_checkpoint(path, config=self.cfg, step=self.step, model=self.model, loss=loss_module,
-                               aux=self.aux, optimizer=self.optimizer)
+        return save_checkpoint(path, config=self.cfg, step=self.step, model=self.model, loss_state=loss_state,
+                               aux=self.aux, optimizer_state=opt_state, extra={"head_optimizer": head_opt_state})
 
     def resume(self, path) -> None:
-        """Continue a run exactly: weights, optimizer, λ counters, centers, RNG and step."""
+        """Continue a run exactly: weights, optimizer, λ counters, centers, RNG and step.
+
+        Checkpoints hold full class weights, so a run written on ``W`` ranks resumes on any number
+        of ranks or in one process (Partial-FC sampling state is dropped outside Partial FC)."""
         state = load_checkpoint(path)
+        d = self.dist
+        loss_state = dict(state["loss"])
+        if not any(k.startswith("pfc_") for k in self.loss.state_dict()):
+            loss_state = {k: v for k, v in loss_state.items() if not k.startswith("pfc_")}
         try:
             self.model.load_state_dict(state["model"])
-            if self.dist is not None:
-                self.dist.load_full_state_dict(self.loss, state["loss"])
+            if d is not None:
+                d.load_full_state_dict(self.loss, loss_state)
             else:
-                self.loss.load_state_dict(state["loss"])
+                self.loss.load_state_dict(loss_state)
             if self.aux is not None and state.get("aux") is not None:
                 self.aux.load_state_dict(state["aux"])
         except RuntimeError as e:  # shapes or keys of another model/loss
             raise ValueError(f"checkpoint {path} does not match this run's model/loss config "
                              f"({_describe(self.cfg)}; checkpoint: {_describe(state['config'])}): {e}") from e
-        if state.get("optimizer") is not None:
-            if self.dist is not None:
-                # momentum of sharded class rows cannot be re-sliced from rank 0's state
-                self.log(f"[train] resuming {path} distributed: optimizer momentum restarts")
-            else:
-                self.optimizer.load_state_dict(state["optimizer"])
+        for opt, key in ((self.optimizer, "optimizer"), (self.head_optimizer, "head_optimizer")):
+            if opt is None or state.get(key) is None:
+                continue
+            try:
+                if d is not None:
+                    d.load_full_optimizer_state_dict(opt, self.loss, state[key])
+                else:
+                    opt.load_state_dict(state[key])
+            except (ValueError, RuntimeError, KeyError) as e:
+                raise ValueError(f"checkpoint {path}: its {key} state does not fit this run: {e}") from e
         self.step = int(state["step"])
         torch.set_rng_state(state["rng"]["torch"])
         if "cuda" in state["rng"] and torch.cuda.is_available():
@@ -271,12 +302,14 @@ class Trainer:
             total = total + self.aux_weight * aux_value
         if not torch.isfinite(total.detach()):
             raise FloatingPointError(f"step {self.step}: loss is {float(total)}; lower optim.lr or check the data")
-        self.optimizer.zero_grad(set_to_none=True)
+        for opt in self.optimizers:
+            opt.zero_grad(set_to_none=True)
         total.backward()
         clip = float(self.cfg["optim"]["clip_grad_norm"])
         if clip > 0:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
-        self.optimizer.step()
+        for opt in self.optimizers:
+            opt.step()
         row = {"step": self.step + 1, "loss": float(total.detach()), "lr": lr}
         if aux_value is not None:
             row["main_loss"], row["aux_loss"] = float(loss.detach()), float(aux_value.detach())
