@@ -16,6 +16,7 @@ _COMMAND_MODULES = [
     "facemargin.align.cli",     # align
     "facemargin.models.cli",    # export
     "facemargin.viz.cli",       # plot
+    "facemargin.losses.cli",    # bench-heads
 ]
 
 

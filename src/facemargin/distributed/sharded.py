@@ -55,7 +55,7 @@ import torch.nn as nn
 
 from ..losses import build as build_loss, is_head
 from ..losses.checks import check_batch
-from ..losses.heads import replace_rows_
+from ..losses.heads import _GradMask, replace_rows_
 from ..losses.margin import MarginSpec, MarginStats
 from .partial_fc import sample_rows
 from .utils import (all_gather_rows, all_gather_sizes, all_reduce, collective, get_rank,
@@ -132,22 +132,6 @@ class _GatherRows(torch.autograd.Function):
         if ctx.grad_scale != 1:
             g = g * ctx.grad_scale
         return g, None, None, None, None
-
-
-class _GradMask(torch.autograd.Function):
-    """Identity; backward multiplies row ``i`` of the gradient by ``holder['mask'][i]`` (set later)."""
-
-    @staticmethod
-    def forward(ctx, x, holder):
-        ctx.holder = holder
-        return x.view_as(x)
-
-    @staticmethod
-    def backward(ctx, grad):
-        mask = ctx.holder.get("mask")
-        if mask is None:
-            return grad, None
-        return grad * mask.to(grad.dtype).unsqueeze(1), None
 
 
 class _ReplaceOwnedRows(torch.autograd.Function):

@@ -13,6 +13,7 @@ from .margin import (AdditiveMargin, MarginSpec, MarginStats, MultiplicativeMarg
 from .heads import (ArcFace, CombinedMargin, CosFace, L2Softmax, LambdaSchedule, LSoftmax,
                     MarginHead, MarginInnerProduct, NormFace, Softmax, SphereFace)
 from . import metric  # noqa: F401  (registers the metric losses)
+from . import fused  # noqa: F401  (registers BACKENDS["fused"])
 from .metric import *  # noqa: F401,F403
 
 
