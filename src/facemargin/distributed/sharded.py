@@ -466,10 +466,7 @@ class ShardedHead(nn.Module):
         stats = info["stats"]
         self.last_stats = stats
         if self.semihard and training:
-            keep = ~stats.easy
-            if self.spec.margin.active:
-                keep &= ~stats.hard
-            holder["mask"] = keep
+            holder["mask"] = stats.semihard_mask(self.spec.margin.active)
         return loss
 
     def extra_repr(self):

@@ -169,6 +169,14 @@ class MarginStats(NamedTuple):
         """The label is not the arg-max of the plain logits."""
         return self.target_plain <= self.other_max
 
+    def semihard_mask(self, margin_active: bool) -> Tensor:
+        """ATL's mask: True for the samples whose embedding trains (not easy, and not hard when
+        there is a margin)."""
+        keep = ~self.easy
+        if margin_active:
+            keep &= ~self.hard
+        return keep
+
 
 def _scale_value(scale) -> Union[float, Tensor]:
     return scale if isinstance(scale, Tensor) else float(scale)

@@ -317,7 +317,7 @@ class Trainer:
         if stats is not None:
             row["train_acc"] = float((stats.target_plain > stats.other_max).float().mean())
             easy = stats.easy
-            hard = stats.hard & ~easy if self.loss.spec.margin.active else torch.zeros_like(easy)
+            hard = stats.hard & ~easy  # wrong even without the margin (no margin: every wrong sample)
             row["easy"] = float(easy.float().mean())
             row["hard"] = float(hard.float().mean())
             row["semihard"] = 1.0 - row["easy"] - row["hard"]

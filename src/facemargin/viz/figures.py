@@ -855,19 +855,22 @@ def plot_sample_shares(history: Union[Sequence[Mapping], Mapping[str, Sequence[M
         raise ValueError("plot_sample_shares needs at least one history")
     data = {name: _shares(h, name or "history") for name, h in runs.items()}
     k = len(data)
-    fig = _new_figure(6.2 * k, 4.2)
+    rows, cols_n = _grid_shape(k)
+    fig = _new_figure(4.6 * cols_n, 3.4 * rows)
     colors = ["tab:green", "tab:orange", "tab:red"]
     for i, (name, (s, v)) in enumerate(data.items()):
-        ax = fig.add_subplot(1, k, i + 1)
+        ax = fig.add_subplot(rows, cols_n, i + 1)
         w = _auto_window(len(s)) if smooth is None else int(smooth)
         cols = [_moving_average(v[:, j], w) for j in range(3)]
         ax.stackplot(s, *cols, labels=["easy", "semi-hard", "hard"], colors=colors, alpha=0.8)
         ax.set_xlim(s.min(), s.max() if s.max() > s.min() else s.min() + 1)
         ax.set_ylim(0, max(1.0, float(np.max(np.sum(cols, axis=0)))))
         ax.set_xlabel("step")
-        ax.set_ylabel("share of the batch" + (f" (moving average, {w} records)" if w > 1 else ""))
+        if i % cols_n == 0:
+            ax.set_ylabel("share of the batch" + (f" (avg of {w} records)" if w > 1 else ""))
         ax.set_title(title if (title and k == 1) else (name or "sample shares"), fontsize=10)
-        ax.legend(loc="lower left", fontsize=8)
+        if i == 0:
+            ax.legend(loc="lower left", fontsize=8)
     if title and k > 1:
         fig.suptitle(title)
     fig.tight_layout()
