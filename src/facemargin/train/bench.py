@@ -56,15 +56,18 @@ FIGURE_RUNS_3D = ["normface", "sphereface", "arcface"]
 
 BUDGETS = {
     # steps of batch 128 for each loss; the figure runs (2-D/3-D features) use a fraction
-    "full": {"steps": 600, "figure_steps": 200, "eval_every": 100, "num_pairs": 6000, "figures3d": True},
-    "quick": {"steps": 180, "figure_steps": 80, "eval_every": 60, "num_pairs": 2000, "figures3d": False},
+    "full": {"steps": 600, "figure_steps": 200, "eval_every": 100, "num_pairs": 6000, "gallery": 12000,
+             "figures3d": True},
+    "quick": {"steps": 120, "figure_steps": 60, "eval_every": 40, "num_pairs": 2000, "gallery": 3000,
+              "figures3d": False},
 }
 
 
 class FashionEval:
     """Open-set pairs of the eval classes and the closed-set split of the training classes."""
 
-    def __init__(self, data_root: Optional[str], train_classes, eval_classes, num_pairs: int, seed: int):
+    def __init__(self, data_root: Optional[str], train_classes, eval_classes, num_pairs: int, seed: int,
+                 gallery_size: int = 12000):
         from ..data.fashion import load_fashion_mnist
         from ..data.openset import OpenSetProtocol
 
@@ -80,7 +83,7 @@ class FashionEval:
         # closed-set: class means from (a seeded share of) training images, tested on the test split
         idx, y = select_classes(tr_labels, train_classes)
         rng = np.random.default_rng(seed)
-        keep = np.sort(rng.choice(idx.size, size=min(idx.size, 12000), replace=False))
+        keep = np.sort(rng.choice(idx.size, size=min(idx.size, int(gallery_size)), replace=False))
         self.gallery_images, self.gallery_labels = to_tensor_images(tr_images[idx[keep]]), y[keep]
         cidx, cy = select_classes(te_labels, train_classes)
         self.closed_images, self.closed_labels = to_tensor_images(te_images[cidx]), cy
@@ -159,24 +162,27 @@ def train_one(name: str, cfg: Dict, train_set: InMemorySet, evaluator: FashionEv
     metrics = out / "metrics.jsonl"
     if metrics.exists():
         metrics.unlink()
-    trainer = Trainer(cfg, train_set, evaluate=lambda m: evaluator(m, full=False))
+    figure_run = features_file != "features.npz"
+    trainer = Trainer(cfg, train_set, evaluate=None if figure_run else (lambda m: evaluator(m, full=False)))
     trainer.fit()
-    res = evaluator(trainer.model.eval(), full=True)
-    v = res["verify"]
-    if features_file == "features.npz":
-        pred = _class_means_predict(res["gallery_embeddings"], evaluator.gallery_labels, res["closed_embeddings"])
-        with atomic_open(out / "features.npz", "wb") as f:
-            np.savez_compressed(f, embeddings=res["closed_embeddings"].astype(np.float32),
-                                labels=evaluator.closed_labels, norms=np.linalg.norm(res["closed_embeddings"], axis=1),
-                                correct=pred == evaluator.closed_labels)
-        i1, i2, same = evaluator.pairs
-        e = res["open_embeddings"]
-        e = e / np.maximum(np.linalg.norm(e, axis=1, keepdims=True), 1e-12)
-        with atomic_open(out / "scores.npz", "wb") as f:
-            np.savez_compressed(f, scores=(e[i1] * e[i2]).sum(1), issame=np.asarray(same, dtype=bool))
-    else:
+    model = trainer.model.eval()
+    if figure_run:  # only the 2-D/3-D test features for the scatter figures
+        emb = evaluator.embed(model, evaluator.closed_images)
         with atomic_open(out / features_file, "wb") as f:
-            np.savez_compressed(f, embeddings=res["closed_embeddings"].astype(np.float32), labels=evaluator.closed_labels)
+            np.savez_compressed(f, embeddings=emb.astype(np.float32), labels=evaluator.closed_labels)
+        return {}
+    res = evaluator(model, full=True)
+    v = res["verify"]
+    pred = _class_means_predict(res["gallery_embeddings"], evaluator.gallery_labels, res["closed_embeddings"])
+    with atomic_open(out / "features.npz", "wb") as f:
+        np.savez_compressed(f, embeddings=res["closed_embeddings"].astype(np.float32),
+                            labels=evaluator.closed_labels, norms=np.linalg.norm(res["closed_embeddings"], axis=1),
+                            correct=pred == evaluator.closed_labels)
+    i1, i2, same = evaluator.pairs
+    e = res["open_embeddings"]
+    e = e / np.maximum(np.linalg.norm(e, axis=1, keepdims=True), 1e-12)
+    with atomic_open(out / "scores.npz", "wb") as f:
+        np.savez_compressed(f, scores=(e[i1] * e[i2]).sum(1), issame=np.asarray(same, dtype=bool))
     return {
         "loss": name,
         "accuracy": float(v["accuracy"]),
@@ -331,7 +337,8 @@ def run_bench(out: str = "runs/bench", quick: bool = False, data_root: Optional[
     base["optim"]["lr"] = LR
     t0 = time.perf_counter()
     print(f"[bench] loading Fashion-MNIST and building the open-set protocol ({budget['num_pairs']} pairs)")
-    evaluator = FashionEval(data_root, base["data"]["train_classes"], base["data"]["eval_classes"], budget["num_pairs"], seed)
+    evaluator = FashionEval(data_root, base["data"]["train_classes"], base["data"]["eval_classes"], budget["num_pairs"],
+                            seed, gallery_size=budget["gallery"])
     from .data import build_train_set
 
     train_set = build_train_set({**base["data"], "root": data_root or ""})
