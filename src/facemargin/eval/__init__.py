@@ -5,7 +5,7 @@
 * :func:`identify`, :func:`gallery_probe_split`, :func:`closed_set_accuracy` - identification.
 """
 from .embed import embed_images
-from .identification import closed_set_accuracy, gallery_probe_split, identify
+from .identification import closed_set_accuracy, gallery_probe_split, identify, nearest_class_mean
 from .verification import (
     auc,
     best_threshold,
@@ -32,4 +32,5 @@ __all__ = [
     "identify",
     "gallery_probe_split",
     "closed_set_accuracy",
+    "nearest_class_mean",
 ]

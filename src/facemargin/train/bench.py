@@ -148,14 +148,6 @@ def run_config(name: str, base: Dict, budget: Dict, out: Path, data_root: Option
     return cfg
 
 
-def _class_means_predict(gallery: np.ndarray, gallery_labels: np.ndarray, test: np.ndarray) -> np.ndarray:
-    g = gallery / np.maximum(np.linalg.norm(gallery, axis=1, keepdims=True), 1e-12)
-    means = np.stack([g[gallery_labels == c].mean(0) for c in np.unique(gallery_labels)])
-    means /= np.maximum(np.linalg.norm(means, axis=1, keepdims=True), 1e-12)
-    t = test / np.maximum(np.linalg.norm(test, axis=1, keepdims=True), 1e-12)
-    return np.unique(gallery_labels)[np.argmax(t @ means.T, axis=1)]
-
-
 def train_one(name: str, cfg: Dict, train_set: InMemorySet, evaluator: FashionEval, out: Path,
               features_file: str = "features.npz") -> Dict:
     out.mkdir(parents=True, exist_ok=True)
@@ -173,7 +165,9 @@ def train_one(name: str, cfg: Dict, train_set: InMemorySet, evaluator: FashionEv
         return {}
     res = evaluator(model, full=True)
     v = res["verify"]
-    pred = _class_means_predict(res["gallery_embeddings"], evaluator.gallery_labels, res["closed_embeddings"])
+    from ..eval import nearest_class_mean
+
+    pred = nearest_class_mean(res["gallery_embeddings"], evaluator.gallery_labels, res["closed_embeddings"])
     with atomic_open(out / "features.npz", "wb") as f:
         np.savez_compressed(f, embeddings=res["closed_embeddings"].astype(np.float32),
                             labels=evaluator.closed_labels, norms=np.linalg.norm(res["closed_embeddings"], axis=1),
