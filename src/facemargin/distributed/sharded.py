@@ -400,7 +400,7 @@ class ShardedHead(nn.Module):
     @property
     def lambda_(self) -> Optional[float]:
         """The current λ (None for heads without a schedule)."""
-        return None if self.schedule is None else float(self.schedule.lambda_)
+        return None if self.schedule is None else self.schedule.current
 
     # -- Partial FC ----------------------------------------------------------------------------------
     def take_touched_rows(self) -> Optional[Tensor]:

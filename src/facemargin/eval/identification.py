@@ -138,6 +138,14 @@ def gallery_probe_split(
     )
 
 
+def _class_mean_predict(tr: np.ndarray, ytr: np.ndarray, te: np.ndarray) -> np.ndarray:
+    classes, inv = np.unique(ytr, return_inverse=True)
+    means = np.zeros((len(classes), tr.shape[1]))
+    np.add.at(means, inv.reshape(-1), tr)
+    means /= np.maximum(np.linalg.norm(means, axis=1, keepdims=True), 1e-12)
+    return classes[np.argmax(te @ means.T, axis=1)]
+
+
 def nearest_class_mean(train_emb, train_labels, test_emb) -> np.ndarray:
     """Predicted labels of ``test_emb`` by nearest class mean with cosine similarity.
 
@@ -148,11 +156,7 @@ def nearest_class_mean(train_emb, train_labels, test_emb) -> np.ndarray:
     te = _embeddings(test_emb, "test_emb")
     _check_dims(tr, te, "train_emb", "test_emb")
     ytr = _labels(train_labels, len(tr), "train_labels", "train_emb")
-    classes, inv = np.unique(ytr, return_inverse=True)
-    means = np.zeros((len(classes), tr.shape[1]))
-    np.add.at(means, inv.reshape(-1), tr)
-    means /= np.maximum(np.linalg.norm(means, axis=1, keepdims=True), 1e-12)
-    return classes[np.argmax(te @ means.T, axis=1)]
+    return _class_mean_predict(tr, ytr, te)
 
 
 def closed_set_accuracy(train_emb, train_labels, test_emb, test_labels) -> float:
@@ -160,12 +164,15 @@ def closed_set_accuracy(train_emb, train_labels, test_emb, test_labels) -> float
 
     Every test label must be a training class, else ``ValueError``.
     """
-    ytr = _labels(train_labels, len(_embeddings(train_emb, "train_emb")), "train_labels", "train_emb")
-    yte = _labels(test_labels, len(_embeddings(test_emb, "test_emb")), "test_labels", "test_emb")
+    tr = _embeddings(train_emb, "train_emb")
+    te = _embeddings(test_emb, "test_emb")
+    _check_dims(tr, te, "train_emb", "test_emb")
+    ytr = _labels(train_labels, len(tr), "train_labels", "train_emb")
+    yte = _labels(test_labels, len(te), "test_labels", "test_emb")
     unknown = ~np.isin(yte, np.unique(ytr))
     if unknown.any():
         i = int(np.flatnonzero(unknown)[0])
         raise ValueError(
             f"test sample {i} has label {int(yte[i])}, which is not a training class"
         )
-    return float(np.mean(nearest_class_mean(train_emb, ytr, test_emb) == yte))
+    return float(np.mean(_class_mean_predict(tr, ytr, te) == yte))

@@ -103,6 +103,11 @@ class LambdaSchedule(nn.Module):
     def value(self, iteration: int) -> float:
         return max(self.lambda_min, self.base * (1.0 + self.gamma * iteration) ** (-self.power))
 
+    @property
+    def current(self) -> float:
+        """λ from the counter (exact even when a cast such as ``.to(bfloat16)`` rounds the buffer)."""
+        return self.value(int(self.iteration))
+
     def step(self) -> None:
         self.iteration += 1
         self.lambda_.fill_(self.value(int(self.iteration)))
@@ -177,8 +182,7 @@ class MarginHead(nn.Module):
 
     @property
     def lambda_(self) -> Optional[float]:
-        # from the counter (exact), not the buffer: head.to(bfloat16) would round the buffer
-        return None if self.schedule is None else self.schedule.value(int(self.schedule.iteration))
+        return None if self.schedule is None else self.schedule.current
 
     def _scale_arg(self):
         # a tensor whenever it needs a gradient (also under torch.func.functional_call, where the
