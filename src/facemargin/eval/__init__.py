@@ -1,11 +1,13 @@
 """Evaluation: LFW-protocol pair verification, flip-test embedding, closed-set identification.
 
-* :func:`verify` - k-fold accuracy/threshold, ROC AUC, EER and TAR@FAR (SPEC section 5);
+* :func:`verify` - k-fold accuracy/threshold, ROC AUC, EER and TAR@FAR (LFW protocol);
+* :mod:`.roc` - the ROC family (ROC, AUC, EER, both TAR@FAR readings, all-vs-all pair scores);
 * :func:`embed_images` - batched embeddings with optional flip-test fusion;
 * :func:`identify`, :func:`gallery_probe_split`, :func:`closed_set_accuracy` - identification.
 """
 from .embed import embed_images
 from .identification import closed_set_accuracy, gallery_probe_split, identify, nearest_class_mean
+from .roc import IJB_FARS, all_pairs_scores, roc_for_plot, tar_at_far_nearest, tar_at_fars, thin_roc
 from .verification import (
     auc,
     best_threshold,
@@ -33,4 +35,10 @@ __all__ = [
     "gallery_probe_split",
     "closed_set_accuracy",
     "nearest_class_mean",
+    "thin_roc",
+    "tar_at_far_nearest",
+    "tar_at_fars",
+    "roc_for_plot",
+    "all_pairs_scores",
+    "IJB_FARS",
 ]

@@ -16,12 +16,8 @@ Conventions, fixed once for the whole module:
   ``highest + 1`` (everything "different").  This is exact: every distinct split of the sorted
   training scores is tried once.  When several candidates reach the same best training accuracy
   the **smallest** threshold wins (deterministic).
-* **ROC**: at threshold ``t`` a pair is accepted when ``score >= t``; one ROC point per distinct
-  score (plus the origin), as in scikit-learn's ``roc_curve(drop_intermediate=False)``.
-  AUC is the trapezoidal area under those points, which equals the Mann-Whitney probability that
-  a random same pair outscores a random different pair, ties counting one half.
-* **EER** is the rate where the false-accept rate equals the false-reject rate, linearly
-  interpolated between the two ROC points where ``FPR - FNR`` changes sign.
+* **ROC, AUC, EER** come from :mod:`facemargin.eval.roc`, where the whole ROC family lives (the
+  functions are re-exported here).
 * **TAR@FAR** is the largest true-accept rate among ROC points whose false-accept rate is at most
   ``far`` (no interpolation: a threshold that can really be used).  It is reported only for the
   FAR levels the data can resolve, i.e. when the number of different pairs is at least ``1/far``.
@@ -31,6 +27,18 @@ from __future__ import annotations
 from typing import Dict, Iterable, List, Optional, Tuple
 
 import numpy as np
+
+from .roc import (  # noqa: F401  (re-exported: the ROC family used to live here)
+    _as_issame,
+    _as_scores,
+    _to_numpy,
+    auc,
+    equal_error_rate,
+    resolvable_fars,
+    roc_auc,
+    roc_curve,
+    tar_at_far,
+)
 
 __all__ = [
     "verify",
@@ -45,61 +53,6 @@ __all__ = [
 ]
 
 DEFAULT_FARS = (1e-1, 1e-2, 1e-3, 1e-4)
-
-
-# ----------------------------------------------------------------------------- input handling
-def _to_numpy(x, name: str) -> np.ndarray:
-    """Convert a NumPy array, torch tensor or nested sequence to a NumPy array."""
-    if x is None:
-        raise ValueError(f"{name} is required")
-    try:
-        import torch
-
-        if isinstance(x, torch.Tensor):
-            x = x.detach().cpu()
-            if x.is_floating_point():
-                x = x.double()  # bfloat16/half have no NumPy dtype
-            return x.numpy()
-    except ImportError:  # pragma: no cover - torch is a dependency
-        pass
-    return np.asarray(x)
-
-
-def _as_scores(x, name: str = "scores") -> np.ndarray:
-    a = _to_numpy(x, name)
-    if a.ndim != 1:
-        raise ValueError(f"{name} must be a 1-D array of similarity scores, got shape {a.shape}")
-    if a.size == 0:
-        raise ValueError(f"{name} is empty: verification needs at least one pair")
-    if a.dtype == bool or not np.issubdtype(a.dtype, np.number):
-        raise ValueError(f"{name} must be numeric, got dtype {a.dtype}")
-    a = a.astype(np.float64)
-    bad = ~np.isfinite(a)
-    if bad.any():
-        i = int(np.flatnonzero(bad)[0])
-        raise ValueError(
-            f"{name} contains {int(bad.sum())} non-finite value(s) (NaN or inf), first at index {i}"
-        )
-    return a
-
-
-def _as_issame(x, n: Optional[int] = None) -> np.ndarray:
-    a = _to_numpy(x, "issame")
-    if a.ndim != 1:
-        raise ValueError(f"issame must be a 1-D boolean array, got shape {a.shape}")
-    if a.dtype != bool:
-        if not np.issubdtype(a.dtype, np.number):
-            raise ValueError(f"issame must be boolean (or 0/1), got dtype {a.dtype}")
-        ok = np.isin(a, (0, 1))
-        if not ok.all():
-            i = int(np.flatnonzero(~ok)[0])
-            raise ValueError(
-                f"issame must be boolean (or 0/1); found value {a[i]!r} at index {i}"
-            )
-        a = a.astype(bool)
-    if n is not None and a.shape[0] != n:
-        raise ValueError(f"issame has {a.shape[0]} entries but there are {n} pairs")
-    return a
 
 
 def cosine_scores(emb1, emb2) -> np.ndarray:
@@ -172,72 +125,6 @@ def best_threshold(scores, issame) -> Tuple[float, float]:
     return float(cands[k]), float(correct[k]) / len(s)
 
 
-# ----------------------------------------------------------------------------- ROC family
-def roc_curve(scores, issame) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """ROC points ``(fpr, tpr, thresholds)`` with a pair accepted when ``score >= threshold``.
-
-    ``thresholds`` are the distinct scores in decreasing order, preceded by ``+inf`` (the origin
-    point ``(0, 0)``); the last point is always ``(1, 1)``.  Needs both same and different pairs.
-    """
-    s = _as_scores(scores)
-    y = _as_issame(issame, len(s))
-    n_pos = int(y.sum())
-    n_neg = len(y) - n_pos
-    if n_pos == 0 or n_neg == 0:
-        raise ValueError(
-            f"a ROC needs both same and different pairs; got {n_pos} same and {n_neg} different"
-        )
-    order = np.argsort(-s, kind="mergesort")
-    s_sorted = s[order]
-    y_sorted = y[order]
-    # last index of each run of equal scores
-    ends = np.flatnonzero(np.diff(s_sorted) != 0)
-    ends = np.concatenate([ends, [len(s_sorted) - 1]])
-    tps = np.cumsum(y_sorted)[ends]
-    fps = (ends + 1) - tps
-    fpr = np.concatenate([[0.0], fps / n_neg])
-    tpr = np.concatenate([[0.0], tps / n_pos])
-    thresholds = np.concatenate([[np.inf], s_sorted[ends]])
-    return fpr, tpr, thresholds
-
-
-def auc(fpr, tpr) -> float:
-    """Trapezoidal area under a curve given by increasing ``fpr`` and its ``tpr``."""
-    x = np.asarray(fpr, dtype=np.float64)
-    y = np.asarray(tpr, dtype=np.float64)
-    if x.shape != y.shape or x.ndim != 1 or len(x) < 2:
-        raise ValueError(f"fpr and tpr must be 1-D of equal length >= 2, got {x.shape}, {y.shape}")
-    if np.any(np.diff(x) < 0):
-        raise ValueError("fpr must be non-decreasing")
-    return float(np.sum(np.diff(x) * (y[1:] + y[:-1]) / 2.0))
-
-
-def roc_auc(scores, issame) -> float:
-    """Area under the ROC of ``scores`` (Mann-Whitney probability, ties count one half)."""
-    fpr, tpr, _ = roc_curve(scores, issame)
-    return auc(fpr, tpr)
-
-
-def equal_error_rate(fpr, tpr) -> float:
-    """Rate where FPR equals FNR = 1 - TPR, interpolated linearly between ROC points."""
-    fpr = np.asarray(fpr, dtype=np.float64)
-    tpr = np.asarray(tpr, dtype=np.float64)
-    g = fpr + tpr - 1.0  # FPR - FNR, non-decreasing along the ROC
-    i = int(np.argmax(g >= 0))  # g[-1] = 1 at the (1, 1) point, so a crossing exists
-    if g[i] == 0 or i == 0:
-        return float(fpr[i])
-    t = -g[i - 1] / (g[i] - g[i - 1])
-    return float(fpr[i - 1] + t * (fpr[i] - fpr[i - 1]))
-
-
-def tar_at_far(fpr, tpr, far: float) -> float:
-    """Largest TPR among ROC points with ``fpr <= far`` (a threshold that exists)."""
-    fpr = np.asarray(fpr, dtype=np.float64)
-    tpr = np.asarray(tpr, dtype=np.float64)
-    ok = fpr <= far * (1 + 1e-9)
-    return float(tpr[ok].max()) if ok.any() else 0.0
-
-
 # ----------------------------------------------------------------------------- main entry point
 def verify(
     scores_or_emb1,
@@ -293,13 +180,7 @@ def verify(
         fold_thr.append(thr)
 
     fpr, tpr, roc_thr = roc_curve(s, y)
-    tars = {}
-    for far in (far_targets or ()):
-        far = float(far)
-        if not 0 < far <= 1:
-            raise ValueError(f"far_targets must lie in (0, 1], got {far}")
-        if n_neg * far >= 1 - 1e-9:
-            tars[far] = tar_at_far(fpr, tpr, far)
+    tars = {far: tar_at_far(fpr, tpr, far) for far in resolvable_fars(n_neg, far_targets or ())}
     return {
         "accuracy": float(np.mean(fold_acc)),
         "accuracy_std": float(np.std(fold_acc)),
