@@ -8,6 +8,7 @@ sphere20       3, 112, 96   SphereFace-20 (Liu et al. 2017)
 resface28      3, 112, 112  the seed's ResFace-28 deploy net (Angular Triplet Loss)
 iresnet18..100 3, 112, 112  insightface arcface_torch IResNets (iresnet50: 43.6M params)
 mobilefacenet  3, 112, 112  MobileFaceNet (Chen et al. 2018), GDC head, ~1.0-1.2M params
+smallcnn       3, 32, 32    small batch-norm CNN for the glyph identity set (lr 0.1)
 =============  ===========  ==========================================================
 
 ``build(name, embedding_size=512, **kw)`` builds one; ``available()`` lists the names;
@@ -24,6 +25,7 @@ from torch import nn
 from .base import NORMALISATION, Backbone
 from .registry import BACKBONES
 from . import lenet, sphere, resface, iresnet, mobilefacenet  # noqa: F401  (register the models)
+from . import smallcnn  # noqa: F401  (register the models)
 from .lenet import LeNetPP
 from .sphere import Sphere20
 from .resface import ResFace28
