@@ -1,4 +1,5 @@
-"""``facemargin align``: align a folder of face images from a landmarks file (CSV or JSON)."""
+"""``facemargin align``: align a folder of face images from a landmarks file (CSV or JSON), or from
+the faces the MTCNN detector finds (``--detect``)."""
 from __future__ import annotations
 
 import csv
@@ -82,6 +83,12 @@ def read_landmarks(path) -> List[Row]:
     return rows
 
 
+def aligned_name(rel) -> Path:
+    """Output name of an aligned crop: ``.png`` stays PNG, every other format becomes ``.jpg``."""
+    rel = Path(rel)
+    return rel if rel.suffix.lower() in (".png", ".jpg", ".jpeg") else rel.with_suffix(".jpg")
+
+
 def align_folder(images, landmarks, out, template: str = "arcface", size: int = 112, quality: int = 95,
                  skip_bad: bool = False, progress: bool = True, **kw) -> Tuple[int, List[str]]:
     """Align every image listed in ``landmarks`` (a file) from ``images`` into ``out``.
@@ -102,11 +109,9 @@ def align_folder(images, landmarks, out, template: str = "arcface", size: int = 
     for where, rel, pts in rows:
         src = Path(rel) if Path(rel).is_absolute() else images / rel
         try:
-            dst_rel = src.relative_to(images)
+            dst_rel = aligned_name(src.relative_to(images))
         except ValueError:
-            dst_rel = Path(src.name)
-        if dst_rel.suffix.lower() not in (".png", ".jpg", ".jpeg"):
-            dst_rel = dst_rel.with_suffix(".jpg")
+            dst_rel = aligned_name(src.name)
         try:
             if not src.is_file():
                 raise FileNotFoundError(f"{where}: image not found: {src}")
@@ -143,6 +148,12 @@ def run(args) -> int:
     if args.template != "ec_mc" and (args.ec_y is not None or args.ec_mc_y is not None):
         raise ValueError("--ec-y/--ec-mc-y only apply to --template ec_mc")
     kw = {k: v for k, v in (("ec_mc_y", args.ec_mc_y), ("ec_y", args.ec_y)) if v is not None}
+    if args.detect:
+        if args.landmarks:
+            raise ValueError("--detect and --landmarks are exclusive: the detector finds the landmarks")
+        return _run_detect(args, kw)
+    if not args.landmarks:
+        raise ValueError("give --landmarks FILE, or --detect to find the faces with the MTCNN detector")
     done, errors = align_folder(args.images, args.landmarks, args.out, template=args.template, size=args.size,
                                 quality=args.quality, skip_bad=args.skip_bad, progress=not args.quiet, **kw)
     for msg in errors:
@@ -150,6 +161,22 @@ def run(args) -> int:
     print(f"aligned {done} image(s) into {args.out} (template {args.template}, size {args.size})"
           + (f"; skipped {len(errors)}" if errors else ""))
     return 0 if done or not errors else 1
+
+
+def _run_detect(args, kw) -> int:
+    from ..detect.cli import clear_missing_weights, print_summary
+    from ..detect.folder import detect_folder
+
+    out = Path(args.out)
+    with clear_missing_weights():
+        summary = detect_folder(args.images, out / "detections.json", log=out / "detections.log.csv", aligned=out,
+                                templates=[args.template], size=args.size, flat=True, policy=args.policy,
+                                workers=args.workers, quality=args.quality, min_face_size=args.min_face_size,
+                                thresholds=args.thresholds, template_options=kw, progress=not args.quiet)
+    print_summary(summary)
+    print(f"aligned {summary['aligned']} face(s) into {out} (template {args.template}, size {args.size}); "
+          f"detections in {out / 'detections.json'}")
+    return 0 if summary["with_face"] else 1
 
 
 def register(sub) -> None:
@@ -160,10 +187,14 @@ def register(sub) -> None:
         description="Warp each image listed in a landmarks file onto a template with a least-squares "
                     "similarity transform and write the crops. Landmarks (left eye, right eye, nose, left "
                     "mouth corner, right mouth corner; image x,y) come from any detector: CSV rows "
-                    "'path,x1,y1,...,x5,y5' (optional header) or JSON {\"path\": [[x, y], ...5]}. "
+                    "'path,x1,y1,...,x5,y5' (optional header) or JSON {\"path\": [[x, y], ...5]}; or, with "
+                    "--detect, from the built-in MTCNN detector (facemargin[detect]), which also writes "
+                    "OUT/detections.json and a log of photos with no face or several faces. "
                     f"Templates: {names}.")
     p.add_argument("--images", required=True, help="folder the landmark paths are relative to")
-    p.add_argument("--landmarks", required=True, help="landmarks file (.csv or .json)")
+    p.add_argument("--landmarks", help="landmarks file (.csv or .json); not with --detect")
+    p.add_argument("--detect", action="store_true",
+                   help="find the faces and their landmarks with the MTCNN detector (no landmarks file)")
     p.add_argument("--out", required=True, help="output folder (relative paths are kept)")
     p.add_argument("--template", default="arcface", choices=sorted(templates()), help="alignment template")
     p.add_argument("--size", type=int, default=112, help="crop height in pixels (default 112)")
@@ -173,5 +204,8 @@ def register(sub) -> None:
     p.add_argument("--ec-mc-y", dest="ec_mc_y", type=float, default=None,
                    help="ec_mc only: eye-centre to mouth-centre distance in a 112 crop (default 40)")
     p.add_argument("--skip-bad", action="store_true", help="report and skip bad rows instead of stopping")
+    from ..detect.cli import add_detector_options
+
+    add_detector_options(p.add_argument_group("with --detect"))
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)

@@ -150,8 +150,82 @@ def read_frame(buf, offset: int, where: str = "record") -> Tuple[bytes, int]:
 
 
 # ----------------------------------------------------------------------------- index
+_DIGITS_MAX = 18  # longer numbers would overflow int64
+_POW10 = 10 ** np.arange(_DIGITS_MAX, dtype=np.int64)
+
+
+def _parse_index_chunk(b: np.ndarray) -> Optional[Tuple[np.ndarray, np.ndarray]]:
+    """Parse whole lines ``key<whitespace>offset`` (unsigned decimal) held in the uint8 array ``b``."""
+    digit = (b >= 48) & (b <= 57)
+    newline = b == 10
+    if not np.all(digit | newline | (b == 32) | ((b >= 9) & (b <= 13))):
+        return None
+    prev = np.concatenate([[False], digit[:-1]])
+    nxt = np.concatenate([digit[1:], [False]])
+    starts = np.flatnonzero(digit & ~prev)
+    ends = np.flatnonzero(digit & ~nxt) + 1
+    lengths = ends - starts
+    if len(starts) % 2 or np.any(lengths > _DIGITS_MAX):
+        return None
+    if len(starts) == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    tok_line = np.searchsorted(np.flatnonzero(newline), starts)  # line of every number
+    if np.any(tok_line[0::2] != tok_line[1::2]) or np.any(np.diff(tok_line[0::2]) == 0):
+        return None  # two numbers on each line, and a line never holds four
+    pos = np.flatnonzero(digit)  # numbers are contiguous runs of pos, in order
+    first = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    power = np.repeat(ends, lengths) - pos - 1
+    values = np.add.reduceat((b[pos] - 48).astype(np.int64) * _POW10[power], first)
+    return values[0::2].copy(), values[1::2].copy()
+
+
+def _parse_index_fast(data: bytes, chunk: int = 1 << 23) -> Optional[Tuple[np.ndarray, np.ndarray]]:
+    """Vectorised parse of a whole index, in chunks of about ``chunk`` bytes cut at line ends.
+
+    Returns ``None`` for anything but lines of two unsigned decimal integers (signs, other
+    characters, a line with one or three numbers, numbers too long), so that the exact
+    line-by-line parser can name the problem.
+    """
+    b = np.frombuffer(data, dtype=np.uint8)
+    keys, offsets = [], []
+    lo = 0
+    while lo < len(b):
+        hi = min(lo + chunk, len(b))
+        if hi < len(b):
+            nl = data.find(b"\n", hi)
+            hi = len(b) if nl < 0 else nl + 1
+        part = _parse_index_chunk(b[lo:hi])
+        if part is None:
+            return None
+        keys.append(part[0])
+        offsets.append(part[1])
+        lo = hi
+    if not keys:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    return np.concatenate(keys), np.concatenate(offsets)
+
+
+def _has_duplicates(keys: np.ndarray) -> bool:
+    if len(keys) < 2 or np.all(keys[1:] > keys[:-1]):  # the usual, increasing index: no sort needed
+        return False
+    s = np.sort(keys, kind="stable")
+    return bool(np.any(s[1:] == s[:-1]))
+
+
 def read_index(idx_path: PathLike) -> Tuple[np.ndarray, np.ndarray]:
-    """Parse a ``.idx`` file into ``(keys, offsets)`` int64 arrays (file order)."""
+    """Parse a ``.idx`` file into ``(keys, offsets)`` int64 arrays (file order).
+
+    Well-formed files are parsed with NumPy in one pass; any other file goes through a line-by-line
+    parser that names the offending line.
+    """
+    with open(idx_path, "rb") as f:
+        data = f.read()
+    fast = _parse_index_fast(data)
+    if fast is not None:
+        keys_a, offsets_a = fast
+        if _has_duplicates(keys_a):
+            raise ValueError(f"{idx_path}: duplicate keys in the index")
+        return keys_a, offsets_a
     keys, offsets = [], []
     with open(idx_path, "r", encoding="utf-8") as f:
         for lineno, line in enumerate(f, 1):
@@ -167,7 +241,7 @@ def read_index(idx_path: PathLike) -> Tuple[np.ndarray, np.ndarray]:
             except ValueError:
                 raise ValueError(f"{idx_path}, line {lineno}: key and offset must be integers, got {line!r}") from None
     keys_a = np.asarray(keys, dtype=np.int64)
-    if len(np.unique(keys_a)) != len(keys_a):
+    if _has_duplicates(keys_a):
         raise ValueError(f"{idx_path}: duplicate keys in the index")
     return keys_a, np.asarray(offsets, dtype=np.int64)
 
@@ -292,7 +366,14 @@ class RecordIO(_Dataset):
             raise ValueError(f"{self.idx_path}: offset {offsets[bad[0]]} of key {keys[bad[0]]} is negative or not "
                              f"a multiple of 4, so it cannot start a record of {self.rec_path}; "
                              "rebuild the index with rebuild_index()")
-        key_to_offset = dict(zip(keys.tolist(), offsets.tolist()))
+        by_key = np.argsort(keys, kind="stable")
+        sorted_keys, sorted_offsets = keys[by_key], offsets[by_key]
+
+        def lookup(want: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+            """Offsets of the keys ``want`` and whether each is in the index."""
+            at = np.minimum(np.searchsorted(sorted_keys, want), max(len(sorted_keys) - 1, 0))
+            found = (sorted_keys[at] == want) if len(sorted_keys) else np.zeros(len(want), bool)
+            return (sorted_offsets[at] if len(sorted_keys) else np.zeros(len(want), np.int64)), found
 
         prop_classes, prop_size = None, None
         if self.property_path.is_file():
@@ -301,9 +382,10 @@ class RecordIO(_Dataset):
 
         self.header_range: Optional[Tuple[int, int]] = None
         self.identity_range: Optional[Tuple[int, int]] = None
-        if 0 in key_to_offset:
+        off0, has0 = lookup(np.zeros(1, np.int64))
+        if has0[0]:
             where = f"record 0 (header) of {self.rec_path}"
-            header, rest = unpack_payload(read_frame(self._map(), key_to_offset[0], where)[0], where)
+            header, rest = unpack_payload(read_frame(self._map(), int(off0[0]), where)[0], where)
             if header.flag >= 2 and len(rest) == 0:
                 a, b = int(header.label[0]), int(header.label[1])
                 if not (1 <= a <= b) or header.label[0] != a or header.label[1] != b:
@@ -313,18 +395,19 @@ class RecordIO(_Dataset):
         if self.header_range is not None:
             a = self.identity_range[0]
             img_keys = np.arange(1, a, dtype=np.int64)
-            missing = [int(k) for k in img_keys[:] if int(k) not in key_to_offset]
-            if missing:
+            img_offsets, found = lookup(img_keys)
+            missing = img_keys[~found]
+            if len(missing):
                 raise ValueError(f"{self.idx_path}: the header record of {self.rec_path} announces image keys 1..{a - 1} "
                                  f"but key {missing[0]} is not in the index ({len(missing)} missing)")
         else:
-            img_keys = keys
+            img_keys, img_offsets = keys, offsets
         self.keys = img_keys
         self._identity_offsets = {}
         if self.identity_range is not None:
-            self._identity_offsets = {k: o for k, o in key_to_offset.items()
-                                      if self.identity_range[0] <= k < self.identity_range[1]}
-        self._offsets = np.asarray([key_to_offset[int(k)] for k in img_keys], dtype=np.int64)
+            sel = (keys >= self.identity_range[0]) & (keys < self.identity_range[1])
+            self._identity_offsets = dict(zip(keys[sel].tolist(), offsets[sel].tolist()))
+        self._offsets = np.asarray(img_offsets, dtype=np.int64)
         self._labels: Optional[np.ndarray] = None
         if prop_classes is not None:
             self._num_classes = prop_classes
@@ -524,7 +607,7 @@ def write_record(root: PathLike, images, labels, with_header: bool = True, quali
         raise ValueError(f"label {labels.max()} >= num_classes {c}")
     order = np.argsort(labels, kind="stable") if with_header else np.arange(n)
 
-    def encoded(j: int) -> Tuple[bytes, Tuple[int, int]]:
+    def encoded(j: int) -> Tuple[bytes, Tuple[int, int], str]:
         item = images[j]
         if isinstance(item, (bytes, bytearray, memoryview)):
             data = bytes(item)
@@ -532,47 +615,85 @@ def write_record(root: PathLike, images, labels, with_header: bool = True, quali
         else:
             arr = to_rgb_array(item, f"images[{j}]")
             data, shape = encode_image(arr, "jpeg", quality), arr.shape[:2]
-        return data, tuple(shape)
+        return data, tuple(shape), f"images[{j}]"
 
+    write_encoded_record(root, (encoded(int(j)) for j in order), labels[order], with_header=with_header,
+                         num_classes=c, progress=progress)
+    return order
+
+
+def write_encoded_record(root: PathLike, items: Iterable[Tuple[bytes, Tuple[int, int], str]], labels,
+                         with_header: bool = True, num_classes: Optional[int] = None,
+                         progress: bool = False) -> int:
+    """Write ``root/train.rec``, ``train.idx`` and ``property`` from already-encoded images, streaming.
+
+    ``items`` yields ``(encoded image bytes, (height, width), where)`` in record order, ``where``
+    naming the source in error messages; ``labels`` holds the class of each item, in the same
+    order and, for insightface's layout (``with_header``), grouped: non-decreasing. Nothing is
+    decoded here, so the caller checks that the bytes decode to ``(height, width)``. Returns the
+    number of images written. Every file is written atomically.
+    """
+    root = Path(root)
+    labels = np.asarray(labels, dtype=np.int64)
+    n = len(labels)
+    if n == 0:
+        raise ValueError("cannot write an empty RecordIO set")
+    if labels.min() < 0:
+        raise ValueError(f"labels must be >= 0, got {labels.min()}")
+    if with_header and np.any(np.diff(labels) < 0):
+        raise ValueError("insightface's layout needs the images grouped by class: labels must be non-decreasing")
+    c = int(labels.max()) + 1 if num_classes is None else int(num_classes)
+    if labels.max() >= c:
+        raise ValueError(f"label {labels.max()} >= num_classes {c}")
     rec_path, idx_path = root / "train.rec", root / "train.idx"
     keys: List[int] = []
     offsets: List[int] = []
     size: Optional[Tuple[int, int]] = None
-    it = range(n)
+    bar = None
     if progress:
         from tqdm.auto import tqdm
 
-        it = tqdm(it, desc=f"writing {rec_path}", unit="img")
-    with atomic_open(rec_path, "wb") as f:
-        pos = 0
+        bar = tqdm(total=n, desc=f"writing {rec_path}", unit="img")
+    count = 0
+    try:
+        with atomic_open(rec_path, "wb") as f:
+            pos = 0
 
-        def put(key: int, payload: bytes) -> None:
-            nonlocal pos
-            keys.append(key)
-            offsets.append(pos)
-            pos += write_frame(f, payload)
+            def put(key: int, payload: bytes) -> None:
+                nonlocal pos
+                keys.append(key)
+                offsets.append(pos)
+                pos += write_frame(f, payload)
 
-        if with_header:
-            put(0, pack_payload([n + 1, n + 1 + c], b"", id=0))
-        first_key = 1 if with_header else 0
-        for r in it:
-            j = int(order[r])
-            data, shape = encoded(j)
-            if size is None:
-                size = shape
-            elif shape != size:
-                raise ValueError(f"images[{j}] is {shape[0]}x{shape[1]} (HxW) but the expected size is "
-                                 f"{size[0]}x{size[1]} (all images of a RecordIO set share one size)")
-            key = first_key + r
-            put(key, pack_payload(float(labels[j]), data, id=key))
-        if with_header:
-            sorted_labels = labels[order]
-            starts = np.searchsorted(sorted_labels, np.arange(c), side="left") + 1
-            ends = np.searchsorted(sorted_labels, np.arange(c), side="right") + 1
-            for cls in range(c):
-                key = n + 1 + cls
-                put(key, pack_payload([int(starts[cls]), int(ends[cls])], b"", id=key))
+            if with_header:
+                put(0, pack_payload([n + 1, n + 1 + c], b"", id=0))
+            first_key = 1 if with_header else 0
+            for r, (data, shape, where) in enumerate(items):
+                if r >= n:
+                    raise ValueError(f"more images than the {n} labels given (at {where})")
+                shape = tuple(int(v) for v in shape)
+                if size is None:
+                    size = shape
+                elif shape != size:
+                    raise ValueError(f"{where} is {shape[0]}x{shape[1]} (HxW) but the expected size is "
+                                     f"{size[0]}x{size[1]} (all images of a RecordIO set share one size)")
+                key = first_key + r
+                put(key, pack_payload(float(labels[r]), data, id=key))
+                count += 1
+                if bar is not None:
+                    bar.update(1)
+            if count != n:
+                raise ValueError(f"got {count} images for {n} labels")
+            if with_header:
+                starts = np.searchsorted(labels, np.arange(c), side="left") + 1
+                ends = np.searchsorted(labels, np.arange(c), side="right") + 1
+                for cls in range(c):
+                    key = n + 1 + cls
+                    put(key, pack_payload([int(starts[cls]), int(ends[cls])], b"", id=key))
+    finally:
+        if bar is not None:
+            bar.close()
     _write_index(idx_path, keys, offsets)
     with atomic_open(root / "property", "w", encoding="utf-8") as f:
         f.write(f"{c},{size[0]},{size[1]}\n")
-    return order
+    return count

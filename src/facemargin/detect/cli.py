@@ -1,0 +1,71 @@
+"""``facemargin detect``: MTCNN faces, boxes and landmarks for a folder of photos."""
+from __future__ import annotations
+
+import contextlib
+import sys
+
+
+def add_detector_options(p) -> None:
+    """Options shared by ``facemargin detect`` and ``facemargin align --detect``."""
+    p.add_argument("--policy", default="largest", choices=("largest", "central"),
+                   help="face kept when a photo has several: the largest box or the most central (default largest)")
+    p.add_argument("--workers", type=int, default=0, help="detector processes (default 0: in this process)")
+    p.add_argument("--min-face-size", dest="min_face_size", type=float, default=20.0,
+                   help="smallest face searched for, in pixels (default 20)")
+    p.add_argument("--thresholds", type=float, nargs=3, default=(0.6, 0.7, 0.8), metavar=("P", "R", "O"),
+                   help="score thresholds of the three networks (default 0.6 0.7 0.8)")
+
+
+@contextlib.contextmanager
+def clear_missing_weights():
+    """Report missing detector weights as a one-line command error (with the install command)."""
+    from .weights import MissingDetectorWeights
+
+    try:
+        yield
+    except MissingDetectorWeights as e:
+        raise ValueError(str(e)) from None
+
+
+def print_summary(summary) -> None:
+    """One line of counts, and where the log of odd photos went."""
+    print(f"{summary['images']} photo(s): {summary['with_face']} with a face, {summary['no_face']} without, "
+          f"{summary['several_faces']} with several, {summary['unreadable']} unreadable"
+          + (f"; {summary['aligned']} aligned crop(s)" if summary["aligned"] else "")
+          + (f"; log {summary['log']}" if summary.get("log") else ""))
+
+
+def run(args) -> int:
+    """Entry point of ``facemargin detect``."""
+    from .folder import detect_folder
+
+    templates = [t.strip() for t in args.templates.split(",") if t.strip()]
+    with clear_missing_weights():
+        summary = detect_folder(args.images, args.out, log=args.log, aligned=args.aligned, templates=templates,
+                                size=args.size, policy=args.policy, workers=args.workers,
+                                min_face_size=args.min_face_size, thresholds=args.thresholds,
+                                progress=not args.quiet)
+    print_summary(summary)
+    print(f"detections written to {args.out}", file=sys.stderr)
+    return 0 if summary["with_face"] else 1
+
+
+def register(sub) -> None:
+    """Add the ``detect`` sub-command to an argparse sub-parsers object."""
+    p = sub.add_parser(
+        "detect", help="detect faces and 5 landmarks in a folder of photos (MTCNN, offline)",
+        description="Run the MTCNN detector (weights from the mtcnn wheel, installed with facemargin[detect]) on "
+                    "every photo under --images and write boxes, scores and five landmarks (left eye, right eye, "
+                    "nose, left and right mouth corners) per photo. A .json output is a landmarks file that "
+                    "'facemargin align --landmarks' reads as it is; a .csv has one row per face. Photos with no face "
+                    "or several faces are listed in a log (<out>.log.csv).")
+    p.add_argument("--images", required=True, help="folder of photos (searched recursively)")
+    p.add_argument("--out", required=True, help="detections file (.json or .csv)")
+    p.add_argument("--log", help="log of photos with no face, several faces or read errors (default <out>.log.csv)")
+    p.add_argument("--aligned", help="also write the kept face of each photo aligned, in ALIGNED/<template>/<path>")
+    p.add_argument("--templates", default="arcface,sphereface,ec_mc",
+                   help="comma-separated templates for --aligned (default: all three)")
+    p.add_argument("--size", type=int, default=112, help="crop height of the aligned faces (default 112)")
+    add_detector_options(p)
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
