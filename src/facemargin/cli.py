@@ -11,7 +11,8 @@ import sys
 from typing import List, Optional
 
 _COMMAND_MODULES = [
-    "facemargin.train.cli",     # bench (the main job), train
+    "facemargin.train.cli",     # train
+    "facemargin.bench.cli",     # bench (the main job), glyphs
     "facemargin.eval.cli",      # eval, embed, verify
     "facemargin.align.cli",     # align
     "facemargin.models.cli",    # export

@@ -134,7 +134,7 @@ def all_vs_all(embeddings, labels, fars: Iterable[float] = DEFAULT_FARS, chunk: 
     cg = np.concatenate([np.cumsum(h_gen[::-1])[::-1], [0]])  # genuine >= edge[i]
     ci = np.concatenate([np.cumsum(h_imp[::-1])[::-1], [0]])
     fpr_h, tpr_h = (ci / n_imp)[::-1], (cg / n_gen)[::-1]
-    from .verification import auc, equal_error_rate
+    from .roc import auc, equal_error_rate
 
     grid = np.logspace(np.log10(1.0 / n_imp), 0.0, 60)
     exact = len(top) / n_imp  # FARs up to here are exact

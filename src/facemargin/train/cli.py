@@ -1,4 +1,4 @@
-"""``facemargin train`` and ``facemargin bench``."""
+"""``facemargin train``."""
 from __future__ import annotations
 
 import copy
@@ -35,22 +35,6 @@ def register(sub) -> None:
     p.add_argument("--print-config", action="store_true", help="print the resolved config as TOML and exit")
     p.set_defaults(func=run_train)
 
-    b = sub.add_parser(
-        "bench", help="the main job: train and compare every loss on Fashion-MNIST (open-set)",
-        description="Train every loss of the zoo with LeNet++ on Fashion-MNIST classes 0-5 (same budget and seed), "
-                    "evaluate on open-set pairs of classes 6-9 and on the closed-set test split, and write "
-                    "results.json, report.md and figures. Default run: under 20 minutes on 2 CPU cores; --quick: under 5.",
-    )
-    b.add_argument("--out", default="runs/bench", help="output folder (default runs/bench)")
-    b.add_argument("--quick", action="store_true", help="smaller budget (about 5 minutes)")
-    b.add_argument("--data", help="Fashion-MNIST folder (default: $FACEMARGIN_DATA or /usr/share/datasets/fashion-mnist)")
-    b.add_argument("--losses", help="comma-separated subset of losses (default: all)")
-    b.add_argument("--steps", type=int, help="training steps per loss (overrides the budget)")
-    b.add_argument("--seed", type=int, default=0)
-    b.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    b.add_argument("--no-figures", action="store_true", help="skip the feature runs and figures")
-    b.set_defaults(func=run_bench_cli)
-
 
 def resolve(args):
     from .config import dump_toml, load_config
@@ -73,7 +57,7 @@ def _evaluator(cfg):
     """Open-set evaluation during and after training, for Fashion-MNIST runs."""
     if cfg["data"]["name"] != "fashion-mnist":
         return None
-    from .bench import FashionEval
+    from ..bench.fashion import FashionEval
 
     d = cfg["data"]
     ev = FashionEval(d["root"] or None, d["train_classes"], d["eval_classes"], int(d["num_pairs"]), int(cfg["train"]["seed"]))
@@ -141,14 +125,4 @@ def run_train(args) -> int:
         _train(stage2, init_from=str(out / "stage1" / "checkpoint.pt"))
         return 0
     _train(cfg, resume=args.resume, init_from=args.init_from)
-    return 0
-
-
-def run_bench_cli(args) -> int:
-    from .bench import run_bench
-
-    losses = [s.strip() for s in args.losses.split(",")] if args.losses else None
-    line = "facemargin " + " ".join(sys.argv[1:]) if sys.argv and sys.argv[0].endswith("facemargin") else "facemargin bench"
-    run_bench(out=args.out, quick=args.quick, data_root=args.data, losses=losses, steps=args.steps, seed=args.seed,
-              device=args.device, figures=not args.no_figures, args_line=line)
     return 0

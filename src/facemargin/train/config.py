@@ -29,6 +29,7 @@ DEFAULTS: Dict[str, Any] = {
         "num_pairs": 6000,
         "workers": 0,
         "flip": False,                # random horizontal flip augmentation
+        "degrade": False,             # recordio: random low-quality versions of each image (glyph sets)
     },
     "model": {"name": "lenetpp", "embedding_size": 64, "params": {}},
     "loss": {"name": "softmax", "params": {}},

@@ -68,7 +68,12 @@ def build_train_set(data: Dict):
         if name == "recordio":
             from ..data.recordio import RecordIO
 
-            ds = RecordIO(data["root"])
+            transform = None
+            if data.get("degrade"):
+                from ..data.glyphs import GlyphAugment
+
+                transform = GlyphAugment()
+            ds = RecordIO(data["root"], transform=transform)
         else:
             from ..data.folder import ImageFolder
 

@@ -1,4 +1,5 @@
-"""The main job, ``facemargin bench``: every loss of the zoo, one backbone, one budget, one seed.
+"""Every loss of the zoo on Fashion-MNIST (``facemargin bench --dataset fashion-mnist``), and the
+2-D/3-D feature runs whose scatter plots are the papers' MNIST figures.
 
 Each loss trains LeNet++ on the Fashion-MNIST classes ``0-5`` and is evaluated on
 
@@ -22,9 +23,9 @@ import numpy as np
 import torch
 
 from ..io import atomic_open, write_json
-from .config import DEFAULTS, load_config
-from .data import InMemorySet, select_classes, to_tensor_images
-from .loop import Trainer
+from ..train.config import DEFAULTS, load_config
+from ..train.data import InMemorySet, select_classes, to_tensor_images
+from ..train.loop import Trainer
 
 # Every run shares backbone, budget and seed. Scale-based heads share s=16: with 6 classes and a
 # 64-D feature the face defaults (s=64) saturate the softmax from the first step.
@@ -333,7 +334,7 @@ def run_bench(out: str = "runs/bench", quick: bool = False, data_root: Optional[
     print(f"[bench] loading Fashion-MNIST and building the open-set protocol ({budget['num_pairs']} pairs)")
     evaluator = FashionEval(data_root, base["data"]["train_classes"], base["data"]["eval_classes"], budget["num_pairs"],
                             seed, gallery_size=budget["gallery"])
-    from .data import build_train_set
+    from ..train.data import build_train_set
 
     train_set = build_train_set({**base["data"], "root": data_root or ""})
     rows = []
@@ -372,3 +373,49 @@ def run_bench(out: str = "runs/bench", quick: bool = False, data_root: Optional[
     write_report(out_dir, rows, figs, args_line, total, evaluator.raw_pixel_baseline())
     print(f"[bench] wrote {out_dir / 'results.json'} and {out_dir / 'report.md'} in {total / 60:.1f} min")
     return {"rows": rows, "figures": figs}
+
+
+def feature_figure_runs(out: Path, data_root: Optional[str] = None, steps: int = 200, dims=(2, 3), seed: int = 0,
+                        device: str = "auto") -> Dict[str, str]:
+    """The papers' MNIST figures on Fashion-MNIST: LeNet++ with 2-D (and 3-D) features for a few heads.
+
+    Trains each head of ``FIGURE_RUNS_2D`` (``FIGURE_RUNS_3D``) for ``steps`` steps on classes 0-5,
+    embeds the test images of those classes, and draws the feature scatter grids into
+    ``out/figures/``. Returns ``{figure name: png path}``. Raises ``FileNotFoundError`` when
+    Fashion-MNIST is not found."""
+    from ..viz import figures as F
+
+    out = Path(out)
+    base = load_config(None)
+    base["model"] = {"name": "lenetpp", "embedding_size": EMBEDDING, "params": {"width": WIDTH}}
+    base["train"]["batch_size"] = BATCH
+    base["optim"]["lr"] = LR
+    budget = dict(BUDGETS["quick"], num_pairs=200, eval_every=0)
+    evaluator = FashionEval(data_root, base["data"]["train_classes"], base["data"]["eval_classes"], budget["num_pairs"],
+                            seed, gallery_size=10)
+    from ..train.data import build_train_set
+
+    train_set = build_train_set({**base["data"], "root": data_root or ""})
+    figs = {}
+    for dim in dims:
+        names = FIGURE_RUNS_2D if dim == 2 else FIGURE_RUNS_3D
+        feats = {}
+        for name in names:
+            run = out / "runs" / name / f"d{dim}"
+            path = run / "f.npz"
+            if not path.is_file():  # finished feature runs are reused
+                print(f"[bench] {dim}-D Fashion-MNIST feature run: {name}, {steps} steps")
+                cfg = run_config(name, base, budget, run, data_root, dim, steps, seed, device)
+                cfg["train"]["eval_every"] = 0
+                cfg["train"]["progress"] = False
+                train_one(name, cfg, train_set, evaluator, run, features_file="f.npz")
+            d = np.load(path)
+            feats[name] = (d["embeddings"], d["labels"])
+        key = f"features_{dim}d"
+        fig = out / "figures" / f"{key}.png"
+        if dim == 2:
+            F.plot_feature_grid(feats, fig, title="2-D features of Fashion-MNIST test images (LeNet++)")
+        else:
+            F.plot_sphere_grid(feats, fig, title="3-D features on the unit sphere (LeNet++)")
+        figs[key] = str(fig)
+    return figs

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-import facemargin.train.bench as bench
+import facemargin.bench.fashion as bench
 from facemargin.data.fashion import read_idx
 
 from trainutil import write_fashion

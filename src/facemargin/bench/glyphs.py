@@ -1,0 +1,407 @@
+"""The main job, ``facemargin bench``: every head on the glyph identity set, several seeds, TAR at low FAR.
+
+Protocol (the same for every head):
+
+* data: a glyph set (:mod:`facemargin.data.glyphs`): the training identities' clean renderings in
+  ``train.rec``, degraded at random while training; the unseen identities' renderings degraded
+  once (fixed by the set's seed);
+* backbone ``smallcnn`` (128-D), SGD lr 0.1, momentum 0.9, weight decay 5e-4, ×0.1 at 50% and 75%
+  of the steps; the same steps, batch and seeds for every head;
+* evaluation on the unseen identities only: all-vs-all TAR@FAR (1e-2 .. 1e-5, and 1e-6 where the
+  impostor count allows), EER, leave-one-out rank-1, and LFW-protocol pair accuracy on the
+  ``unseen.bin`` pack; the raw pixels are scored the same way as a no-training reference;
+* during training, TAR@FAR every ``eval_every`` steps: the convergence curves.
+
+Each (head, seed) run lives in ``OUT/runs/<head>/seed<k>/`` and is finished when its
+``result.json`` exists. A run that was interrupted continues from its last checkpoint; finished
+runs are skipped, so re-running the same command completes an interrupted bench.
+"""
+from __future__ import annotations
+
+import copy
+import inspect
+import json
+import math
+import time
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence
+
+import numpy as np
+
+from ..io import atomic_open, write_json
+
+EMBEDDING = 128
+MODEL = {"name": "smallcnn", "embedding_size": EMBEDDING, "params": {}}
+LR = 0.1
+#: scale of every scale-based head: with 128-D features and a short budget, s=64 makes the
+#: margin heads' softmax saturate early; 30 is the scale the glyph set was calibrated with
+S = 30.0
+#: λ-annealed heads reach λ_min at this share of the steps (the schedule is compressed when the
+#: budget is too short for the default gamma)
+LAMBDA_AT = 0.4
+
+#: the head of each bench entry: loss spec, and for ATL the recipe
+HEADS: Dict[str, Dict] = {
+    "softmax": {"loss": {"name": "softmax"}},
+    "l2softmax": {"loss": {"name": "l2softmax", "params": {"alpha": S}}},
+    "normface": {"loss": {"name": "normface", "params": {"s": S}}},
+    "sphereface": {"loss": {"name": "sphereface", "params": {"m": 4}}},
+    "lsoftmax": {"loss": {"name": "lsoftmax", "params": {"m": 2}}},
+    "cosface": {"loss": {"name": "cosface", "params": {"s": S, "m": 0.35}}},
+    "arcface": {"loss": {"name": "arcface", "params": {"s": S, "m": 0.5}}},
+    "combined": {"loss": {"name": "combined", "params": {"s": S}}},
+    # the Angular Triplet Loss at SphereFace's settings (m=4, λ_min=5), so the recipes differ from
+    # SphereFace only by the easy triplet and the semi-hard mask
+    "atl-direct": {"loss": {"name": "atl", "params": {"m": 4, "triplet": True, "semihard": True}}},
+    "atl-step": {"loss": {"name": "atl", "params": {"m": 4, "triplet": True, "semihard": True}}, "recipe": "step"},
+    # metric losses (full budget only): softmax plus an auxiliary loss, or the loss alone
+    "center": {"loss": {"name": "softmax"}, "aux": {"name": "center", "weight": 0.01, "params": {"alpha": 0.5}}},
+    "contrastive": {"loss": {"name": "softmax"}, "aux": {"name": "contrastive", "weight": 0.5, "params": {"margin": 1.0}}},
+    "triplet": {"loss": {"name": "triplet", "params": {"margin": 0.2, "mining": "semihard"}}},
+    "coco": {"loss": {"name": "coco"}},
+    "range": {"loss": {"name": "softmax"}, "aux": {"name": "range", "weight": 0.01}},
+    "marginal": {"loss": {"name": "softmax"}, "aux": {"name": "marginal", "weight": 0.1}},
+}
+#: the heads ``make demo`` always runs; the newer heads join as soon as the registry has them
+DEMO_HEADS = ["softmax", "sphereface", "cosface", "arcface", "atl-direct", "atl-step"]
+NEWER_HEADS = ["adaface", "magface", "curricularface", "subcenter_arcface", "elasticarcface", "elasticcosface",
+               "uniface", "sphereface2", "spherefacer"]
+#: heads whose feature norm is meant to follow image quality
+QUALITY_AWARE = ["adaface", "magface"]
+
+BUDGETS = {
+    # make demo: one seed, a short schedule (λ compressed to it), every head of the demo list
+    "demo": {"steps": 400, "batch": 128, "seeds": [0], "eval_every": 100, "figure_steps": 150,
+             "figures3d": False, "full_heads": False},
+    # --full: every head and loss, three seeds, 1500 steps of batch 256
+    "full": {"steps": 1500, "batch": 256, "seeds": [0, 1, 2], "eval_every": 150, "figure_steps": 400,
+             "figures3d": True, "full_heads": True},
+}
+FARS = (1e-2, 1e-3, 1e-4, 1e-5, 1e-6)
+CURVE_FAR = 1e-3  # the FAR of the convergence curves (when the unseen set has enough impostor pairs)
+
+
+def available_heads(full: bool) -> List[str]:
+    """The bench entries to run: the demo list (or every entry with ``full``) plus the newer heads
+    present in the loss registry."""
+    from .. import losses
+
+    names = list(HEADS) if full else list(DEMO_HEADS)
+    have = set(losses.available())
+    names += [n for n in NEWER_HEADS if n in have and n not in names]
+    return names
+
+
+def head_spec(name: str) -> Dict:
+    """The loss spec (and recipe) of a bench entry; a newer head uses its defaults, with ``s`` set
+    to the bench's scale when it has one."""
+    if name in HEADS:
+        return copy.deepcopy(HEADS[name])
+    from .. import losses
+
+    if name not in losses.available():
+        known = sorted(set(HEADS) | set(losses.available()))
+        raise ValueError(f"unknown bench head {name!r}; available: {', '.join(known)}")
+    params = {}
+    try:
+        sig = inspect.signature(losses.LOSSES.get(name))
+        if "s" in sig.parameters:
+            params["s"] = S
+    except (TypeError, ValueError):
+        pass
+    return {"loss": {"name": name, "params": params}}
+
+
+def lambda_gamma(params: Dict, steps: int) -> Optional[float]:
+    """The λ-schedule ``gamma`` that brings λ to ``lambda_min`` at ``LAMBDA_AT`` of ``steps``
+    (the default gamma when it already gets there in time); ``None`` for heads without λ."""
+    base, power = float(params.get("base", 1000.0)), float(params.get("power", 1.0))
+    lam_min, gamma = float(params.get("lambda_min", 5.0)), float(params.get("gamma", 0.12))
+    reach = ((base / lam_min) ** (1.0 / power) - 1.0) / gamma  # iteration where λ hits λ_min
+    want = LAMBDA_AT * steps
+    if reach <= want:
+        return gamma
+    return ((base / lam_min) ** (1.0 / power) - 1.0) / want
+
+
+def run_config(name: str, spec: Dict, set_dir: Path, out: Path, steps: int, batch: int, seed: int,
+               eval_every: int, device: str, workers: int, image_size: int = 32) -> Dict:
+    """The trainer config of one (head, seed) run."""
+    from ..train.config import load_config
+
+    cfg = load_config(None)
+    cfg["data"].update(name="recordio", root=str(set_dir), degrade=True, workers=int(workers), flip=False)
+    cfg["model"] = copy.deepcopy(MODEL)
+    cfg["model"]["params"]["image_size"] = int(image_size)
+    loss = copy.deepcopy(spec["loss"])
+    loss.setdefault("params", {})
+    if loss["name"] in ("sphereface", "lsoftmax", "atl"):
+        loss["params"]["gamma"] = lambda_gamma(loss["params"], steps)
+    cfg["loss"] = loss
+    aux = spec.get("aux", {})
+    cfg["aux"] = {"name": aux.get("name", ""), "weight": float(aux.get("weight", 0.0)), "params": dict(aux.get("params", {}))}
+    cfg["optim"]["lr"] = LR
+    cfg["train"].update(steps=int(steps), batch_size=int(batch), seed=int(seed), device=device, out=str(out),
+                        eval_every=int(eval_every), checkpoint_every=int(eval_every), log_every=10, progress=False)
+    return cfg
+
+
+class UnseenEval:
+    """Embeds the unseen identities and scores them: all-vs-all, the pair pack, norms vs quality."""
+
+    def __init__(self, set_dir: Path, fars: Sequence[float] = FARS):
+        from ..data.glyphs import GlyphSet
+
+        gs = GlyphSet(set_dir)
+        imgs, self.labels, self.quality = gs.unseen()
+        self.images = self._tensor(imgs)
+        pimgs, self.issame = gs.pairs()
+        self.pair_images = self._tensor(pimgs)
+        self.fars = tuple(fars)
+        trained = set(gs.manifest["train_identities"])
+        if trained & set(gs.manifest["test_identities"]):
+            raise RuntimeError(f"{set_dir}: identities {sorted(trained & set(gs.manifest['test_identities']))[:5]} "
+                               "are both trained on and held out")
+
+    @staticmethod
+    def _tensor(imgs: np.ndarray):
+        import torch
+
+        x = torch.from_numpy(imgs).float().div_(255.0).sub_(0.5).div_(0.5)
+        return x.unsqueeze(1).expand(-1, 3, -1, -1).contiguous()
+
+    def embed(self, model, images) -> np.ndarray:
+        from ..eval import embed_images
+
+        return embed_images(model, images, batch_size=1000)
+
+    def curve_point(self, model) -> Dict:
+        """The cheap evaluation run during training: all-vs-all TAR@FAR and rank-1."""
+        from ..eval.allvsall import all_vs_all
+
+        r = all_vs_all(self.embed(model, self.images), self.labels, fars=self.fars)
+        out = {f"tar@{far:g}": v for far, v in r["tar_at_far"].items()}
+        out.update(eer=r["eer"], rank1=r["rank1"])
+        return out
+
+    def score(self, emb: np.ndarray, pair_emb: np.ndarray) -> Dict:
+        from ..eval import verify
+        from ..eval.allvsall import all_vs_all
+
+        r = all_vs_all(emb, self.labels, fars=self.fars)
+        v = verify(pair_emb[0::2], pair_emb[1::2], issame=self.issame, folds=10)
+        return {
+            "tar_at_far": {f"{far:g}": float(t) for far, t in r["tar_at_far"].items()},
+            "eer": float(r["eer"]), "auc": float(r["auc"]), "rank1": float(r["rank1"]),
+            "pair_accuracy": float(v["accuracy"]), "pair_accuracy_std": float(v["accuracy_std"]),
+            "num_genuine": r["num_genuine"], "num_impostor": r["num_impostor"],
+            "roc": {"far": [float(x) for x in r["roc"]["far"]], "tar": [float(x) for x in r["roc"]["tar"]]},
+        }
+
+    def final(self, model) -> Dict:
+        emb = self.embed(model, self.images)
+        res = self.score(emb, self.embed(model, self.pair_images))
+        res["norms"] = np.linalg.norm(emb, axis=1)
+        return res
+
+    def pixels(self) -> Dict:
+        """The no-training reference: centred pixels as embeddings."""
+        flat = self.images[:, 0].reshape(self.images.shape[0], -1).numpy()
+        pflat = self.pair_images[:, 0].reshape(self.pair_images.shape[0], -1).numpy()
+        return self.score(flat, pflat)
+
+
+def _train_stage(cfg: Dict, train_set, evaluate: Optional[Callable], init_from: Optional[Path] = None):
+    """Train one stage, resuming from its own checkpoint when an earlier attempt was interrupted."""
+    from ..train.loop import Trainer
+
+    trainer = Trainer(cfg, train_set, evaluate=evaluate, log=lambda *a, **k: None)
+    ckpt = Path(cfg["train"]["out"]) / "checkpoint.pt"
+    if ckpt.is_file():
+        trainer.resume(ckpt)
+    else:
+        metrics = Path(cfg["train"]["out"]) / "metrics.jsonl"
+        if metrics.exists():
+            metrics.unlink()
+        if init_from is not None:
+            trainer.init_from(init_from)
+    trainer.fit()
+    return trainer
+
+
+def train_run(name: str, spec: Dict, cfg: Dict, train_set, evaluator: UnseenEval, progress: Callable[[int], None]) -> Dict:
+    """Train one (head, seed) run (both stages for the ATL step recipe) and evaluate it."""
+    out = Path(cfg["train"]["out"])
+    out.mkdir(parents=True, exist_ok=True)
+    steps = int(cfg["train"]["steps"])
+    eval_every = int(cfg["train"]["eval_every"])
+
+    def evaluate(model):
+        progress(eval_every)
+        return evaluator.curve_point(model)
+
+    t0 = time.perf_counter()
+    if spec.get("recipe") == "step":
+        s1 = max(1, steps // 2)
+        c1 = copy.deepcopy(cfg)
+        c1["loss"]["params"].update(triplet=False, semihard=False)
+        c1["train"].update(steps=s1, out=str(out / "stage1"))  # same gamma: λ_min reached inside stage 1
+        if not (out / "stage1" / "done").exists():
+            _train_stage(c1, train_set, evaluate)
+            with atomic_open(out / "stage1" / "done", "w") as f:
+                f.write("stage 1 finished\n")
+        c2 = copy.deepcopy(cfg)
+        c2["train"].update(steps=steps - s1, out=str(out / "stage2"))
+        trainer = _train_stage(c2, train_set, evaluate, init_from=out / "stage1" / "checkpoint.pt")
+        # one curve for the whole recipe: stage 2's steps continue stage 1's
+        rows = _read_jsonl(out / "stage1" / "metrics.jsonl") + [
+            {**r, "step": r["step"] + s1} for r in _read_jsonl(out / "stage2" / "metrics.jsonl")]
+        with atomic_open(out / "metrics.jsonl", "w", encoding="utf-8") as f:
+            f.write("".join(json.dumps(r) + "\n" for r in rows))
+    else:
+        trainer = _train_stage(cfg, train_set, evaluate)
+    seconds = time.perf_counter() - t0
+    model = trainer.model.eval()
+    res = evaluator.final(model)
+    norms = res.pop("norms")
+    with atomic_open(out / "unseen_norms.npz", "wb") as f:
+        np.savez_compressed(f, norms=norms.astype(np.float32), labels=evaluator.labels,
+                            **{k: np.asarray(v, dtype=np.float32) for k, v in evaluator.quality.items()})
+    res.update(head=name, seed=int(cfg["train"]["seed"]), steps=steps, train_seconds=round(seconds, 1),
+               config={"loss": cfg["loss"], "aux": cfg["aux"], "recipe": spec.get("recipe", "")})
+    return res
+
+
+def _read_jsonl(path: Path) -> List[Dict]:
+    if not path.exists():
+        return []
+    return [json.loads(ln) for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
+
+
+def aggregate(rows: List[Dict]) -> Dict[str, Dict]:
+    """Per head: mean and sample std (ddof=1; 0 with one seed) of each metric over its seeds."""
+    by: Dict[str, List[Dict]] = {}
+    for r in rows:
+        by.setdefault(r["head"], []).append(r)
+    out = {}
+    for head, rs in by.items():
+        def stat(values):
+            v = np.asarray([x for x in values if x is not None and not math.isnan(x)], dtype=np.float64)
+            if not len(v):
+                return None
+            return {"mean": float(v.mean()), "std": float(v.std(ddof=1)) if len(v) > 1 else 0.0, "n": int(len(v))}
+
+        agg = {"seeds": sorted(r["seed"] for r in rs), "tar_at_far": {}}
+        fars = sorted({k for r in rs for k in r["tar_at_far"]}, key=float, reverse=True)
+        for far in fars:
+            agg["tar_at_far"][far] = stat([r["tar_at_far"].get(far) for r in rs])
+        for k in ("eer", "auc", "rank1", "pair_accuracy", "train_seconds"):
+            agg[k] = stat([r[k] for r in rs])
+        grids = [np.asarray(r["roc"]["tar"]) for r in rs]
+        agg["roc"] = {"far": rs[0]["roc"]["far"], "tar": np.mean(grids, axis=0).tolist()}
+        out[head] = agg
+    return out
+
+
+def run_main_bench(out: str = "runs/bench", full: bool = False, set_dir: Optional[str] = None,
+                   heads: Optional[List[str]] = None, seeds: Optional[List[int]] = None, steps: Optional[int] = None,
+                   batch: Optional[int] = None, device: str = "auto", workers: int = 1, figures: bool = True,
+                   fashion_root: Optional[str] = None, feature_figures: bool = True,
+                   args_line: str = "facemargin bench") -> Dict:
+    """Run (or continue) the main job; writes ``OUT/results.json``, ``OUT/report.md`` and ``OUT/figures/``.
+
+    Args:
+        out: output folder; re-running with the same folder continues an interrupted bench.
+        full: every head and loss, three seeds, 1500 steps (else the demo budget).
+        set_dir: the glyph set (built there with the default settings when absent; default
+            ``runs/glyphs-hangul``).
+        heads, seeds, steps, batch: override the budget's.
+        workers: DataLoader processes decoding and degrading the training images.
+        fashion_root: Fashion-MNIST folder for the 2-D/3-D feature figures.
+        feature_figures: train the Fashion-MNIST feature runs for those figures.
+    """
+    from tqdm.auto import tqdm
+
+    budget = dict(BUDGETS["full" if full else "demo"])
+    if steps is not None:
+        budget["steps"] = int(steps)
+        budget["eval_every"] = max(int(steps) // 4, 1)
+    if batch is not None:
+        budget["batch"] = int(batch)
+    if seeds is not None:
+        budget["seeds"] = [int(s) for s in seeds]
+    names = list(heads) if heads else available_heads(budget["full_heads"])
+    specs = {n: head_spec(n) for n in names}  # unknown names fail before any work
+    out_dir = Path(out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    t_start = time.perf_counter()
+    set_path = Path(set_dir or "runs/glyphs-hangul")
+    if not (set_path / "manifest.json").is_file():
+        from ..data.glyphs import build_glyph_set
+
+        print(f"[bench] building the glyph identity set in {set_path} (once; reused by later runs)")
+        build_glyph_set(set_path)
+    from ..data.glyphs import GlyphSet
+
+    gs = GlyphSet(set_path)
+    train_set = gs.train_set(augment=True)
+    evaluator = UnseenEval(set_path)
+    from ..eval.allvsall import pair_counts
+
+    n_imp = pair_counts(evaluator.labels)[1]
+    # the convergence curves use the lowest FAR with at least 100 impostor pairs above threshold
+    curve_far = next((f for f in (CURVE_FAR, 1e-2) if f * n_imp >= 100), 1e-1)
+    if curve_far not in evaluator.fars:
+        evaluator.fars = tuple(sorted(set(evaluator.fars) | {curve_far}, reverse=True))
+    c = gs.manifest["counts"]
+    print(f"[bench] glyph set {set_path}: {len(gs.manifest['train_identities'])} training identities "
+          f"({c['train_images']} images), {len(gs.manifest['test_identities'])} unseen ({c['test_images']} images), "
+          f"{c['faces']} font faces")
+    pix_path = out_dir / "pixels.json"
+    if pix_path.is_file():
+        pixels = json.loads(pix_path.read_text())
+    else:
+        pixels = evaluator.pixels()
+        write_json(pix_path, pixels)
+
+    jobs = [(n, s) for s in budget["seeds"] for n in names]
+    done = {(n, s) for n, s in jobs if (out_dir / "runs" / n / f"seed{s}" / "result.json").is_file()}
+    todo = [j for j in jobs if j not in done]
+    print(f"[bench] {len(jobs)} runs ({len(names)} heads x {len(budget['seeds'])} seeds, {budget['steps']} steps of "
+          f"batch {budget['batch']}); {len(done)} already finished, {len(todo)} to run")
+    bar = tqdm(total=len(todo) * budget["steps"], unit="step", desc="bench", dynamic_ncols=True, mininterval=5)
+    for name, seed in todo:
+        run_dir = out_dir / "runs" / name / f"seed{seed}"
+        bar.set_postfix_str(f"{name} seed {seed}")
+        cfg = run_config(name, specs[name], set_path, run_dir, budget["steps"], budget["batch"], seed,
+                         budget["eval_every"], device, workers, image_size=int(gs.manifest["size"]))
+        before = bar.n
+        row = train_run(name, specs[name], cfg, train_set, evaluator, progress=bar.update)
+        bar.update(max(0, before + budget["steps"] - bar.n))
+        write_json(run_dir / "result.json", row)
+        tars = ", ".join(f"{k}: {v:.3f}" for k, v in row["tar_at_far"].items())
+        tqdm.write(f"[bench] {name} seed {seed}: TAR@FAR {tars}; pair acc {row['pair_accuracy']:.4f}, "
+                   f"rank-1 {row['rank1']:.4f}, {row['train_seconds']:.0f} s")
+    bar.close()
+
+    rows = [json.loads((out_dir / "runs" / n / f"seed{s}" / "result.json").read_text()) for n, s in jobs]
+    summary = aggregate(rows)
+    feature_figs = {}
+    if figures and feature_figures:
+        from .fashion import feature_figure_runs
+
+        try:
+            feature_figs = feature_figure_runs(out_dir / "fashion", data_root=fashion_root, steps=budget["figure_steps"],
+                                               dims=(2, 3) if budget["figures3d"] else (2,), device=device)
+        except FileNotFoundError as e:
+            print(f"[bench] no Fashion-MNIST feature figures: {e}")
+    from .report import write_main_report
+
+    total = time.perf_counter() - t_start
+    result = {"budget": budget, "curve_far": curve_far, "heads": names, "set": str(set_path), "manifest_counts": c, "rows": rows,
+              "summary": summary, "pixels": pixels}
+    write_json(out_dir / "results.json", result)
+    figs = write_main_report(out_dir, result, feature_figs, args_line=args_line, wall_seconds=total,
+                             draw=figures)
+    print(f"[bench] wrote {out_dir / 'results.json'} and {out_dir / 'report.md'} ({total / 60:.1f} min this call)")
+    return {**result, "figures": figs}

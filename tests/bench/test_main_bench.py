@@ -1,0 +1,114 @@
+"""The main job on a tiny glyph set: results, report, resume, the λ budget and the spread rule."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+import pytest
+
+from facemargin.bench import glyphs as B
+from facemargin.bench.report import compare
+from facemargin.data.glyphs import build_glyph_set
+
+MPL_FONTS = Path(matplotlib.get_data_path()) / "fonts" / "ttf"
+FONTS = ["DejaVuSans.ttf", "DejaVuSans-Bold.ttf", "DejaVuSansMono.ttf", "DejaVuSerif.ttf", "DejaVuSerif-Bold.ttf",
+         "STIXGeneral.ttf", "STIXGeneralBol.ttf", "STIXGeneralItalic.ttf", "DejaVuSans-Oblique.ttf"]
+HEADS = ["softmax", "sphereface", "atl-step"]
+
+
+@pytest.fixture(scope="module")
+def bench(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("mainbench")
+    fonts = tmp / "fonts"
+    fonts.mkdir()
+    for f in FONTS:
+        shutil.copy(MPL_FONTS / f, fonts / f)
+    build_glyph_set(tmp / "set", chars="ABCDEFGHJKLMNPRT", font_dirs=[fonts], size=16, seed=1, test_fraction=0.25,
+                    min_fonts=4, max_test_per_identity=6, num_pairs=40, progress=False)
+    kw = dict(out=str(tmp / "out"), set_dir=str(tmp / "set"), heads=HEADS, seeds=[0, 1], steps=4, batch=16,
+              device="cpu", workers=0, feature_figures=False, args_line="facemargin bench --test")
+    result = B.run_main_bench(**kw)
+    return {"tmp": tmp, "kw": kw, "result": result}
+
+
+def test_every_run_is_scored_on_unseen_identities(bench):
+    out = bench["tmp"] / "out"
+    rows = json.loads((out / "results.json").read_text())["rows"]
+    assert sorted((r["head"], r["seed"]) for r in rows) == sorted((h, s) for h in HEADS for s in (0, 1))
+    man = json.loads((bench["tmp"] / "set" / "manifest.json").read_text())
+    n_test = man["counts"]["test_images"]
+    for r in rows:
+        assert r["num_genuine"] + r["num_impostor"] == n_test * (n_test - 1) // 2
+        assert 0 <= r["pair_accuracy"] <= 1 and 0 <= r["rank1"] <= 1 and 0 <= r["eer"] <= 1
+        for far, tar in r["tar_at_far"].items():
+            assert float(far) * r["num_impostor"] >= 1 and 0 <= tar <= 1
+        assert r["steps"] == 4
+    step = next(r for r in rows if r["head"] == "atl-step")
+    assert step["config"]["recipe"] == "step"
+    # both stages ran, and the recipe's curve spans the whole budget
+    d = out / "runs" / "atl-step" / "seed0"
+    assert (d / "stage1" / "checkpoint.pt").is_file() and (d / "stage2" / "checkpoint.pt").is_file()
+    evals = [json.loads(ln)["step"] for ln in (d / "metrics.jsonl").read_text().splitlines()
+             if json.loads(ln).get("event") == "eval"]
+    assert max(evals) == 4
+
+
+def test_summary_is_mean_and_sample_std_over_seeds(bench):
+    res = bench["result"]
+    for h in HEADS:
+        rs = [r for r in res["rows"] if r["head"] == h]
+        v = [r["tar_at_far"]["0.01"] for r in rs]
+        s = res["summary"][h]["tar_at_far"]["0.01"]
+        assert s["mean"] == pytest.approx(np.mean(v)) and s["std"] == pytest.approx(np.std(v, ddof=1))
+
+
+def test_report_table_figures_and_reference(bench):
+    out = bench["tmp"] / "out"
+    text = (out / "report.md").read_text()
+    assert "`facemargin bench --test`" in text and "Machine:" in text
+    for h in HEADS:
+        assert f"| {h} | " in text
+    assert "| raw pixels (no training) |" in text and "## What the numbers show" in text
+    assert "λ schedule" in text  # the compressed λ schedule is stated
+    for name in ("roc", "tar_curves", "convergence"):
+        p = out / "figures" / f"{name}.png"
+        assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and f"({Path('figures') / (name + '.png')})" in text
+
+
+def test_rerun_skips_finished_runs_and_completes_an_interrupted_one(bench, monkeypatch):
+    out = bench["tmp"] / "out"
+    victim = out / "runs" / "softmax" / "seed1" / "result.json"
+    victim.unlink()  # the interrupted run: its checkpoint is there, its result is not
+    others = {p: p.stat().st_mtime_ns for p in out.glob("runs/*/seed*/result.json")}
+    trained = []
+    real = B.train_run
+    monkeypatch.setattr(B, "train_run", lambda name, spec, cfg, *a, **k: trained.append((name, cfg["train"]["seed"]))
+                        or real(name, spec, cfg, *a, **k))
+    B.run_main_bench(**bench["kw"])
+    assert trained == [("softmax", 1)] and victim.is_file()
+    assert all(p.stat().st_mtime_ns == t for p, t in others.items())
+
+
+def test_lambda_schedule_is_compressed_to_the_budget():
+    # default SphereFace λ: 1000/(1+0.12 t) reaches 5 at t = 199/0.12 ≈ 1658
+    assert B.lambda_gamma({"lambda_min": 5}, 10000) == 0.12  # 40% of 10000 > 1658: unchanged
+    g = B.lambda_gamma({"lambda_min": 5}, 1000)  # must reach 5 at step 400
+    assert g == pytest.approx(199 / 400)
+    assert 1000 / (1 + g * 400) == pytest.approx(5.0)
+    assert B.lambda_gamma({"lambda_min": 3, "base": 1000}, 1500) == pytest.approx((1000 / 3 - 1) / 600)
+
+
+def test_spread_rule():
+    a = {"mean": 0.70, "std": 0.02, "n": 3}
+    assert compare(a, {"mean": 0.60, "std": 0.03, "n": 3}) == "better"
+    assert compare(a, {"mean": 0.66, "std": 0.03, "n": 3}) == "within spread"
+    assert compare({"mean": 0.5, "std": 0.01, "n": 3}, a) == "worse"
+    assert compare({"mean": 0.9, "std": 0.0, "n": 1}, a).startswith("not called")
+
+
+def test_unknown_head_is_rejected(tmp_path):
+    with pytest.raises(ValueError, match="nosuchhead"):
+        B.run_main_bench(out=str(tmp_path), heads=["softmax", "nosuchhead"], set_dir=str(tmp_path / "none"))
