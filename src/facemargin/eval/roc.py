@@ -28,7 +28,7 @@ Conventions:
 """
 from __future__ import annotations
 
-from typing import Dict, Iterable, Tuple
+from typing import Dict, Iterable, Optional, Tuple
 
 import numpy as np
 
@@ -107,15 +107,21 @@ def _as_issame(x, n: Optional[int] = None) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------- ROC family
-def _roc_counts(s: np.ndarray, y: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray, int, int]:
-    """Cumulative (false, true) accept counts at each distinct score, in decreasing score order."""
+def _roc_counts(s: np.ndarray, y: np.ndarray, key: Optional[np.ndarray] = None
+                ) -> Tuple[np.ndarray, np.ndarray, np.ndarray, int, int]:
+    """Cumulative (false, true) accept counts at each distinct score, in decreasing score order.
+
+    ``key``: the same scores in a narrower dtype that orders them identically (e.g. the float32
+    originals of ``s``), sorted instead of ``s`` because it is faster.  The order within a run of
+    equal scores does not matter: only the counts at the end of each run are kept.
+    """
     n_pos = int(y.sum())
     n_neg = len(y) - n_pos
     if n_pos == 0 or n_neg == 0:
         raise ValueError(
             f"a ROC needs both same and different pairs; got {n_pos} same and {n_neg} different"
         )
-    order = np.argsort(-s, kind="stable")
+    order = np.argsort(s if key is None else key)[::-1]
     s_sorted = s[order]
     y_sorted = y[order]
     del order
