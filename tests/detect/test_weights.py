@@ -1,5 +1,4 @@
 """Weight files: pinned digests, restricted unpickling, Keras-to-PyTorch layouts."""
-import io
 import pickle
 
 import numpy as np

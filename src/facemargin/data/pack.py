@@ -16,7 +16,6 @@ resized when ``size`` is given (bilinear) and encoded as JPEG at ``quality``.
 """
 from __future__ import annotations
 
-import csv
 import multiprocessing as mp
 import os
 from pathlib import Path

@@ -26,9 +26,8 @@ import json
 import multiprocessing as mp
 import os
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Union
 
-import numpy as np
 
 from ..io import atomic_open
 

@@ -1,0 +1,159 @@
+"""``facemargin pack`` / ``pack-pairs``: image folders and lists to .rec and .bin, read back by our readers."""
+import json
+import pickle
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from facemargin.cli import main
+from facemargin.data import RecordIO, encode_image, load_bin, load_image
+from facemargin.data.binpack import read_bin_raw
+from facemargin.data.pack import pack_folder, pack_pairs, read_image_list
+
+
+def _identity_image(identity: int, k: int, size=28) -> np.ndarray:
+    rng = np.random.default_rng(1000 * identity + k)
+    coarse = np.random.default_rng(identity).integers(30, 226, size=(4, 4, 3))
+    img = np.kron(coarse, np.ones((size // 4, size // 4, 1))) + rng.normal(0, 10, (size, size, 3))
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def _folder(root, ids, per_id, ext=".jpg", size=28):
+    for i in range(ids):
+        d = root / f"person_{chr(ord('z') - i)}"   # names sort in reverse of i
+        d.mkdir(parents=True)
+        for k in range(per_id):
+            Image.fromarray(_identity_image(i, k, size)).save(d / f"{k:03d}{ext}", quality=90)
+    return root
+
+
+def test_pack_folder_round_trip_and_layout(tmp_path):
+    src = _folder(tmp_path / "src", 3, 4)
+    result = pack_folder(src, tmp_path / "rec", progress=False)
+    assert result["images"] == 12 and result["classes"] == 3 and result["size"] == (28, 28)
+    assert result["identities"] == ["person_x", "person_y", "person_z"]
+    ds = RecordIO(tmp_path / "rec")
+    assert len(ds) == 12 and ds.num_classes == 3
+    assert (tmp_path / "rec" / "property").read_text() == "3,28,28\n"
+    for i in range(12):
+        label, k = i // 4, i % 4
+        path = src / result["identities"][label] / f"{k:03d}.jpg"
+        # JPEG files are stored unchanged: the record holds the file's bytes
+        assert ds.record(i)[1] == path.read_bytes()
+        np.testing.assert_array_equal(ds.image(i), load_image(path))
+        assert ds.label(i) == label
+    np.testing.assert_array_equal(ds.labels, np.repeat([0, 1, 2], 4))
+    # insightface's layout: header (1+N, 1+N+C), identity records with their key ranges
+    assert ds.header_range == (0, 13) and ds.identity_range == (13, 16)
+    assert [ds.identity(c) for c in range(3)] == [(1, 5), (5, 9), (9, 13)]
+
+
+def test_png_sizes_and_workers(tmp_path):
+    src = _folder(tmp_path / "src", 2, 3, ext=".png")
+    Image.fromarray(_identity_image(5, 0, 40)).save(src / "person_y" / "big.png")
+    with pytest.raises(ValueError, match=r"big\.png is 40x40 \(HxW\) but the expected size is 28x28"):
+        pack_folder(src, tmp_path / "bad", progress=False)
+    assert not (tmp_path / "bad" / "train.rec").exists()
+    a = pack_folder(src, tmp_path / "a", size=28, quality=100, progress=False)
+    b = pack_folder(src, tmp_path / "b", size=28, quality=100, progress=False, workers=2)
+    assert a["images"] == b["images"] == 7
+    for name in ("train.rec", "train.idx", "property"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+    ds = RecordIO(tmp_path / "a")
+    # PNGs are re-encoded as JPEG at the quality asked for; the big one is resized first
+    assert ds.record(0)[1] == encode_image(load_image(src / "person_y" / "000.png"), "jpeg", 100)
+    assert ds.record(3)[1] == encode_image(load_image(src / "person_y" / "big.png", size=28), "jpeg", 100)
+
+
+def test_list_files(tmp_path):
+    src = _folder(tmp_path / "src", 2, 2)
+    lst = tmp_path / "train.lst"
+    lst.write_text("0\t1\tsrc/person_z/000.jpg\n1\t1\tsrc/person_z/001.jpg\n2\t0\tsrc/person_y/000.jpg\n")
+    plain = tmp_path / "plain.txt"
+    plain.write_text("# path label\nsrc/person_y/001.jpg 2\nsrc/person_z/000.jpg,0\n")
+    paths, labels = read_image_list(lst)
+    assert [p.name for p in paths] == ["000.jpg", "001.jpg", "000.jpg"] and labels.tolist() == [1, 1, 0]
+    assert main(["pack", str(plain), "--out", str(tmp_path / "rec"), "--quiet"]) == 0
+    ds = RecordIO(tmp_path / "rec")
+    assert ds.labels.tolist() == [0, 2] and ds.num_classes == 3
+    assert ds.record(0)[1] == (src / "person_z" / "000.jpg").read_bytes()
+    bad = tmp_path / "bad.txt"
+    bad.write_text("src/person_y/001.jpg -1\n")
+    with pytest.raises(ValueError, match=r"bad\.txt, line 1: label '-1' must be a non-negative integer"):
+        read_image_list(bad)
+    missing = tmp_path / "missing.txt"
+    missing.write_text("src/nobody.jpg 0\n")
+    assert main(["pack", str(missing), "--out", str(tmp_path / "m"), "--quiet"]) == 2
+
+
+def test_pack_pairs_list_and_lfw(tmp_path):
+    src = _folder(tmp_path / "src", 2, 2)
+    pairs = tmp_path / "pairs.txt"
+    pairs.write_text("src/person_z/000.jpg src/person_z/001.jpg 1\nsrc/person_z/000.jpg src/person_y/000.jpg false\n")
+    assert main(["pack-pairs", str(pairs), "--out", str(tmp_path / "p.bin"), "--quiet"]) == 0
+    bins, issame = read_bin_raw(tmp_path / "p.bin")
+    assert issame.tolist() == [True, False]
+    assert bins[1] == (src / "person_z" / "001.jpg").read_bytes()
+    images, _ = load_bin(tmp_path / "p.bin")
+    np.testing.assert_array_equal(images[3], load_image(src / "person_y" / "000.jpg"))
+    with open(tmp_path / "p.bin", "rb") as f:   # a plain pickle of (list of bytes, list of bool), as insightface reads
+        raw = pickle.load(f)
+    assert isinstance(raw[0][0], bytes) and raw[1] == [True, False]
+
+    lfw = tmp_path / "lfw"
+    for name in ("Ann_Lee", "Bo_Chan"):
+        (lfw / name).mkdir(parents=True)
+        for n in (1, 2):
+            Image.fromarray(_identity_image(len(name) + n, n, 32)).save(lfw / name / f"{name}_{n:04d}.jpg")
+    (lfw / "pairs.txt").write_text("Ann_Lee 1 2\nAnn_Lee 1 Bo_Chan 2\n")
+    result = pack_pairs(lfw / "pairs.txt", tmp_path / "lfw.bin", size=28, progress=False)
+    assert result == {"pairs": 2, "same": 1, "out": str(tmp_path / "lfw.bin")}
+    images, issame = load_bin(tmp_path / "lfw.bin")
+    assert images.shape == (4, 28, 28, 3) and issame.tolist() == [True, False]
+    bad = tmp_path / "bad_pairs.txt"
+    bad.write_text("a.jpg b.jpg maybe\n")
+    with pytest.raises(ValueError, match=r"bad_pairs\.txt, line 1: the third field must be 1/0"):
+        pack_pairs(bad, tmp_path / "x.bin", progress=False)
+
+
+def test_thousand_images_pack_and_train(tmp_path):
+    src = _folder(tmp_path / "src", 20, 50)
+    assert main(["pack", str(src), "--out", str(tmp_path / "rec"), "--workers", "2", "--quiet"]) == 0
+    ds = RecordIO(tmp_path / "rec")
+    assert len(ds) == 1000 and ds.num_classes == 20
+    out = tmp_path / "run"
+    assert main(["train", "--data", str(tmp_path / "rec"), "--set", "data.name=recordio",
+                 "--set", "model.params.in_channels=3", "--set", "model.params.width=0.25",
+                 "--set", "model.embedding_size=8", "--set", "train.batch_size=32", "--set", "train.device=cpu",
+                 "--set", "train.progress=false", "--set", "train.log_every=1", "--set", "loss.name=cosface",
+                 "--set", "loss.params.s=16.0", "--set", "optim.lr=0.01", "--steps", "3", "--out", str(out)]) == 0
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if "loss" in r] == [1, 2, 3]
+    assert all(np.isfinite(r["loss"]) for r in rows if "loss" in r)
+    assert (out / "checkpoint.pt").is_file()
+
+
+def test_read_index_vectorised_matches_lines(tmp_path):
+    from facemargin.data.recordio import _parse_index_fast, read_index
+
+    rng = np.random.default_rng(0)
+    keys = rng.permutation(5000)
+    offs = rng.integers(0, 10 ** 15, 5000)
+    text = "".join(f"{k}\t{o}\n" if i % 7 else f"  {k} {o} \r\n" for i, (k, o) in enumerate(zip(keys, offs)))
+    (tmp_path / "a.idx").write_text(text + "\n")
+    k, o = read_index(tmp_path / "a.idx")
+    np.testing.assert_array_equal(k, keys)
+    np.testing.assert_array_equal(o, offs)
+    # chunk boundaries fall inside lines: the chunks are cut at the next line end
+    k2, o2 = _parse_index_fast(text.encode(), chunk=97)
+    np.testing.assert_array_equal(k2, keys)
+    np.testing.assert_array_equal(o2, offs)
+    for bad, msg in (("1\t2\n3\n", "line 2: expected"), ("1\t2\n-3\t4\n", None), ("1\t2\n1\t8\n", "duplicate keys"),
+                     ("1\t2\t3\n", "line 1: expected"), ("1\tx\n", "line 1: key and offset must be integers")):
+        (tmp_path / "b.idx").write_text(bad)
+        if msg is None:   # a sign is left to the exact parser, which accepts it as Python's int() does
+            assert read_index(tmp_path / "b.idx")[0].tolist() == [1, -3]
+            continue
+        with pytest.raises(ValueError, match=msg):
+            read_index(tmp_path / "b.idx")
