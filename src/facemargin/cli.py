@@ -17,7 +17,9 @@ _COMMAND_MODULES = [
     "facemargin.align.cli",     # align
     "facemargin.models.cli",    # export
     "facemargin.viz.cli",       # plot
-    "facemargin.losses.cli",    # bench-heads
+    "facemargin.bench.heads_cli",  # bench-heads
+    "facemargin.detect.cli",    # detect
+    "facemargin.data.cli",      # pack, pack-pairs
 ]
 
 
