@@ -7,7 +7,7 @@
 """
 import sys
 
-from facemargin.losses.bench_heads import main
+from facemargin.bench.heads import main
 
 if __name__ == "__main__":
     sys.exit(main())

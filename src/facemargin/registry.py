@@ -8,7 +8,36 @@ Every concept folder owns one :class:`Registry`; modules add to it with the
 """
 from __future__ import annotations
 
-from typing import Callable, Dict, List
+import inspect
+from typing import Callable, Dict, List, Optional
+
+
+def accepted_arguments(ctor: Callable) -> Optional[List[str]]:
+    """The keyword arguments ``ctor`` accepts, following ``**kw`` up a class's bases
+    (``None`` when some callable in the chain takes arbitrary keywords we cannot list)."""
+    own = getattr(ctor, "accepted_arguments", None)
+    if callable(own):  # a class that knows which of its bases' options it passes through
+        return list(own())
+    names: List[str] = []
+    targets = [c.__init__ for c in inspect.getmro(ctor) if "__init__" in vars(c)] if isinstance(ctor, type) else [ctor]
+    for fn in targets:
+        if fn is object.__init__:
+            break
+        try:
+            params = inspect.signature(fn).parameters.values()
+        except (TypeError, ValueError):
+            return None
+        more = False
+        for p in params:
+            if p.name == "self" or p.kind is p.VAR_POSITIONAL:
+                continue
+            if p.kind is p.VAR_KEYWORD:
+                more = True
+            elif p.name not in names:
+                names.append(p.name)
+        if not more:
+            return names
+    return None if not isinstance(ctor, type) else names
 
 
 class Registry:
@@ -44,7 +73,29 @@ class Registry:
     def get(self, name: str) -> Callable:
         return self._items[self.resolve(name)]
 
+    def check_arguments(self, name: str, kw: dict) -> None:
+        """Raise ``ValueError`` naming any argument the constructor of ``name`` does not accept,
+        or a required one that is missing, and listing what it accepts."""
+        key = self.resolve(name)
+        ctor = self._items[key]
+        accepted = accepted_arguments(ctor)
+        if accepted is None:
+            return
+        unknown = [k for k in kw if k not in accepted]
+        if unknown:
+            raise ValueError(f"{self.kind} {key!r}: bad parameters: unknown argument(s) {', '.join(map(repr, unknown))}; "
+                             f"it accepts: {', '.join(accepted)}")
+        fn = ctor.__init__ if isinstance(ctor, type) else ctor
+        required = [p.name for p in inspect.signature(fn).parameters.values()
+                    if p.name != "self" and p.default is p.empty and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+        missing = [r for r in required if r not in kw]
+        if missing:
+            raise ValueError(f"{self.kind} {key!r}: bad parameters: missing argument(s) {', '.join(map(repr, missing))}; "
+                             f"it accepts: {', '.join(accepted)}")
+
     def build(self, name: str, **kw):
+        """Build ``name`` with bind-checked keyword arguments (a clear ValueError otherwise)."""
+        self.check_arguments(name, kw)
         return self.get(name)(**kw)
 
     def available(self, aliases: bool = False) -> List[str]:

@@ -12,7 +12,7 @@ from facemargin.distributed import (DistributedEvalSampler, PartialFCOptimizer, 
                                     init_process_group_from_env, is_main_process,
                                     load_full_optimizer_state_dict, load_full_state_dict,
                                     num_sampled, sample_rows, shard_range)
-from facemargin.distributed.sharded import _ShardedMarginCE
+from facemargin.losses import ENGINES, seeded_rows
 
 D, C = 5, 7
 
@@ -83,22 +83,23 @@ def test_world1_equals_the_preset(name, hyper):
         assert int(sh.iteration) == 1  # eval-mode calls do not count
 
 
-@pytest.mark.parametrize("name,hyper", [h for h in HEADS if h[0] in ("arcface", "sphereface", "lsoftmax", "softmax", "combined")])
-def test_gradcheck_float64(name, hyper):
-    """The hand-written backward against finite differences, on a 'shard' where some rows are foreign."""
-    sh, _ = _pair(name, hyper)
-    spec, lam = sh.spec, 0.7 if sh.schedule is not None else None
+@pytest.mark.parametrize("weight_norm", [True, False])
+@pytest.mark.parametrize("with_bias", [True, False])
+def test_gradcheck_float64(weight_norm, with_bias):
+    """The engine's backward over a 'shard' where some targets are foreign (cols = -1), with the
+    target logits an input, against finite differences."""
     torch.manual_seed(1)
-    x = (torch.randn(5, D, dtype=torch.float64) * 2).requires_grad_()
+    f = (torch.randn(5, D, dtype=torch.float64) * 2).requires_grad_()
     w = torch.randn(4, D, dtype=torch.float64, requires_grad=True)
-    b = torch.randn(4, dtype=torch.float64, requires_grad=True) if sh.bias is not None else None
-    s = torch.tensor(3.0, dtype=torch.float64, requires_grad=True)
-    target = torch.tensor([0, 3, -1, 1, 2])  # -1: the label lives on another rank (here: nowhere)
+    b = torch.randn(4, dtype=torch.float64, requires_grad=True) if with_bias else None
+    T = torch.randn(5, dtype=torch.float64, requires_grad=True)
+    cols = torch.tensor([0, 3, -1, 1, 2])  # -1: the label lives on another rank (here: nowhere)
+    fused = ENGINES.get("fused")
 
-    def f(x, w, s, *b):
-        return _ShardedMarginCE.apply(x, w, s, b[0] if b else None, target, spec, lam, None, {"retain": True})
+    def fn(f, w, T, *b):
+        return fused(f, w, b[0] if b else None, T, cols, weight_norm=weight_norm)[0]
 
-    assert torch.autograd.gradcheck(f, (x, w, s) + ((b,) if b is not None else ()), eps=1e-6, atol=1e-6)
+    assert torch.autograd.gradcheck(fn, (f, w, T) + ((b,) if b is not None else ()), eps=1e-6, atol=1e-6)
 
 
 def test_triplet_and_semihard_match_the_preset():
@@ -223,12 +224,11 @@ def test_init_is_seeded_and_world_size_independent():
     # a rank of a 3-way split draws exactly its rows of the full matrix (blocks straddle ranks)
     for rank in range(3):
         start, n = shard_range(9000, rank, 3)
-        part = ShardedHead.__new__(ShardedHead)
-        torch.nn.Module.__init__(part)
-        part.num_classes, part.embedding_size, part.start, part.num_local, part.seed = 9000, 3, start, n, 11
-        part.weight, part.bias = torch.nn.Parameter(torch.empty(n, 3)), None
-        part.reset_parameters()
-        assert torch.equal(part.weight, a.weight[start:start + n])
+        assert torch.equal(seeded_rows(9000, 3, 11, start, n), a.weight.detach()[start:start + n])
+    # a single-process head started from the same seed holds the same matrix
+    dense = losses.build("arcface", embedding_size=3, num_classes=9000)
+    dense.init_weights(11)
+    assert torch.equal(dense.weight, a.weight)
 
 
 def test_process_group_helpers(monkeypatch):

@@ -1,4 +1,4 @@
-"""Scale-out on torch.distributed (SPEC §9): DDP for the backbone, class weights sharded across ranks.
+"""Scale-out on torch.distributed: DDP for the backbone, class weights sharded across ranks.
 
 * :class:`ShardedHead` — any margin head of the zoo with its class rows split over the ranks
   (``shard_range``), a distributed softmax cross-entropy and exact gradients; ``sample_rate < 1``
@@ -18,6 +18,9 @@ Typical use under ``torchrun --nproc_per_node N``::
     opt_head = PartialFCOptimizer(head, lr=0.1, momentum=0.9, weight_decay=5e-4)
     loss = head(model(images), labels)          # same value on every rank
     loss.backward(); opt_model.step(); opt_head.step()
+    ...
+    del model                                   # DDP first: it holds the process group
+    destroy_process_group()
 """
 from .checkpoint import (full_optimizer_state_dict, full_state_dict, gather_rows,
                          load_full_optimizer_state_dict, load_full_state_dict)

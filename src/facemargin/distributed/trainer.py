@@ -16,23 +16,27 @@ averages their gradients: their mining sees only the local batch. Auxiliary loss
 """
 from __future__ import annotations
 
+import gc
+import warnings
+import weakref
 from typing import Dict, Optional
 
 import torch
 import torch.distributed as dist
 
-from ..losses import is_head
+from ..losses import build_from_config, is_head
 from .checkpoint import (full_optimizer_state_dict, full_state_dict, load_full_optimizer_state_dict,
                          load_full_state_dict)
 from .partial_fc import PartialFCOptimizer
-from .sharded import ShardedHead
-from .utils import destroy_process_group, get_rank, get_world_size, init_process_group_from_env
+from .sharded import ShardedHead, ShardedStore
+from .utils import all_reduce, destroy_process_group, get_rank, get_world_size, init_process_group_from_env
 
 
 class DistributedContext:
     def __init__(self, sample_rate: float = 1.0, seed: int = 0, device: Optional[torch.device] = None):
         self.rank, self.world = get_rank(), get_world_size()
         self.sample_rate, self.seed, self.device = float(sample_rate), int(seed), device
+        self._wrapped = []  # weak references to the DDP modules of wrap_model
 
     @classmethod
     def from_env(cls, cfg: Dict) -> "DistributedContext":
@@ -46,20 +50,23 @@ class DistributedContext:
         if cfg["aux"].get("name"):
             raise ValueError(f"aux loss {cfg['aux']['name']!r} is not supported in distributed runs "
                              "(its state would differ per rank); train it in one process")
-        return cls(float(d["sample_rate"]), int(cfg["train"]["seed"]))
+        return cls(float(d["sample_rate"]), int(cfg["train"]["seed"]),
+                   device=torch.device(cfg["train"]["device"] if device == "cuda" else "cpu"))
 
     # -- building --------------------------------------------------------------------------------
     def build_head(self, spec: Dict, embedding_size: int, num_classes: int):
         if not is_head(spec["name"]):
-            from ..train.loop import build_loss
-
-            return build_loss(spec, embedding_size, num_classes)
-        return ShardedHead(spec["name"], embedding_size, num_classes, sample_rate=self.sample_rate,
-                           seed=self.seed, **dict(spec.get("params", {})))
+            return build_from_config(spec, embedding_size, num_classes)
+        # a head of the zoo on a sharded store: its rows split across the ranks
+        return build_from_config(spec, embedding_size, num_classes,
+                                 store=ShardedStore(sample_rate=self.sample_rate, seed=self.seed))
 
     def wrap_model(self, model):
+        """``model`` in DDP. Whoever holds the wrapper must drop it before :meth:`close`."""
         ids = [model_device.index] if (model_device := next(model.parameters()).device).type == "cuda" else None
-        return torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
+        ddp = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
+        self._wrapped.append(weakref.ref(ddp))
+        return ddp
 
     def head_optimizer(self, head, lr: float, momentum: float, weight_decay: float):
         """Partial FC needs its own optimizer that moves only the rows a step used."""
@@ -90,8 +97,29 @@ class DistributedContext:
         else:
             optimizer.load_state_dict(state)
 
+    def any_rank(self, flags):
+        """For each boolean of ``flags``: whether it is true on any rank (one all-reduce MAX)."""
+        t = torch.tensor([float(bool(f)) for f in flags], device=self.device)
+        all_reduce(t, op=dist.ReduceOp.MAX, what="all_reduce(non-finite flags)")
+        return [bool(v) for v in t.tolist()]
+
     def barrier(self) -> None:
         dist.barrier()
 
     def close(self) -> None:
+        """Destroy the process group, after the DDP modules built by :meth:`wrap_model` are gone.
+
+        A DDP module that outlives its process group takes the group's native object with it to
+        interpreter exit, where its destruction can abort the process (see
+        :func:`facemargin.distributed.utils.destroy_process_group`). The trainer releases its
+        wrapper (:meth:`facemargin.train.Trainer.close`) before calling this; a wrapper still
+        referenced elsewhere is reported by a warning.
+        """
+        gc.collect()
+        alive = sum(r() is not None for r in self._wrapped)
+        if alive:
+            warnings.warn(f"rank {self.rank}: {alive} DDP module(s) still referenced when the process group is "
+                          "destroyed; release them first (the process may abort at exit)", RuntimeWarning,
+                          stacklevel=2)
+        self._wrapped.clear()
         destroy_process_group()

@@ -2,24 +2,59 @@
 
 Classification heads (hold class weights ``head.weight`` ``(C, D)``; ``head(x, y)`` -> loss,
 ``head.logits(x, y)``): softmax, l2softmax, normface, sphereface (asoftmax), lsoftmax,
-cosface (amsoftmax), arcface, combined, atl (``MarginInnerProduct``).
+cosface (amsoftmax), arcface, combined, atl (``MarginInnerProduct``). A head is a weight store
+(:mod:`.stores`), a margin module (:mod:`.margin`) and an engine (:mod:`.engines`).
 Metric losses (``loss(x, y)`` -> scalar): center, contrastive, triplet, coco, range, marginal.
 
 ``build(name, **kw)`` builds any of them by name; ``available()`` lists the names.
 """
 from .registry import LOSSES
-from .margin import (AdditiveMargin, MarginSpec, MarginStats, MultiplicativeMargin, BACKENDS,
-                     margin_cross_entropy, margin_logits, psi)
+from .margin import (AdditiveMargin, BACKENDS, ENGINES, Margin, MarginContext, MarginSpec, MarginStats,
+                     MultiplicativeMargin, margin_cross_entropy, psi, target_logit)
+from . import engines  # noqa: F401  (registers the plain and fused engines)
+from .stores import DenseStore, WeightStore, seeded_rows
 from .heads import (ArcFace, CombinedMargin, CosFace, L2Softmax, LambdaSchedule, LSoftmax,
                     MarginHead, MarginInnerProduct, NormFace, Softmax, SphereFace)
 from . import metric  # noqa: F401  (registers the metric losses)
-from . import fused  # noqa: F401  (registers BACKENDS["fused"])
 from .metric import *  # noqa: F401,F403
 
 
 def build(name: str, **kw):
-    """Build a loss or head by its lower-case name (aliases accepted), e.g. ``build("arcface", embedding_size=512, num_classes=10)``."""
+    """Build a loss or head by its lower-case name (aliases accepted), e.g.
+    ``build("arcface", embedding_size=512, num_classes=10)``.
+
+    Arguments are bind-checked: an unknown or missing one raises ``ValueError`` naming it and
+    listing what the loss accepts. Heads use their fastest exact engine unless ``backend`` is given.
+    """
     return LOSSES.build(name, **kw)
+
+
+def build_from_config(table: dict, embedding_size: int, num_classes: int, **extra):
+    """Build a loss from a config table ``{"name": ..., "params": {...}}``, filling in
+    ``embedding_size``/``num_classes`` (and ``extra``, e.g. a weight ``store``) where the loss
+    takes them. Unknown or missing parameters raise ``ValueError`` listing what it accepts."""
+    from ..registry import accepted_arguments
+
+    name, params = table["name"], dict(table.get("params", {}))
+    accepted = accepted_arguments(LOSSES.get(name)) or ()
+    for key, value in (("num_classes", num_classes), ("embedding_size", embedding_size), *extra.items()):
+        if key in accepted:
+            params.setdefault(key, value)
+    return build(name, **params)
+
+
+def param_groups(loss, weight_decay: float):
+    """Optimizer groups of any loss: class rows with ``weight_decay``; biases, scales and
+    other parameters without."""
+    if isinstance(loss, MarginHead):
+        return loss.param_groups(weight_decay)
+    params = [p for p in loss.parameters() if p.requires_grad]
+    return [{"params": params, "weight_decay": float(weight_decay), "name": "weight"}] if params else []
+
+
+def step_stats(loss):
+    """Scalars of a loss's last training call worth logging (λ, sample shares, margin state)."""
+    return loss.step_stats() if isinstance(loss, MarginHead) else {}
 
 
 def available(aliases: bool = False):

@@ -1,8 +1,10 @@
-"""Classification heads: presets of the one margin formula of :mod:`.margin`.
+"""Classification heads: class weights (a store) plus a margin plus an engine.
 
 Every head is built as ``Head(embedding_size=D, num_classes=C, **hyper)`` and holds its class
 weights in ``head.weight`` ``(C, D)``. ``head(x, y)`` returns the mean cross-entropy of the
 margin logits, ``head.logits(x, y)`` the logits themselves (no margin when ``y`` is None).
+Presets are thin registered factories that translate a paper's hyper-parameters into a
+:class:`~facemargin.losses.margin.MarginSpec`.
 
 Two switches of the Angular Triplet Loss (see :class:`MarginInnerProduct` and ``docs/atl.md``)
 exist on every head built on normalised weights:
@@ -19,24 +21,21 @@ combined margin they are facemargin's extension.
 """
 from __future__ import annotations
 
-import math
-from typing import Optional
+from typing import Dict, List, Optional
 
 import torch
 import torch.nn as nn
 
 from .checks import check_batch, check_embeddings
-from .margin import (
-    AdditiveMargin,
-    MarginSpec,
-    MarginStats,
-    MultiplicativeMargin,
-    margin_cross_entropy,
-    margin_logits,
-)
+from .margin import (ENGINES, AdditiveMargin, MarginContext, MarginSpec, MarginStats, MultiplicativeMargin,
+                     features, target_cosines, target_logit)
 from .registry import LOSSES
+from .stores import DenseStore, WeightStore, seeded_rows
 
 Tensor = torch.Tensor
+
+#: the engine a head uses when none is named: the fastest exact one
+DEFAULT_ENGINE = "fused"
 
 
 class _GradMask(torch.autograd.Function):
@@ -56,19 +55,20 @@ class _GradMask(torch.autograd.Function):
 
 
 class _ProxyReplace(torch.autograd.Function):
-    """Identity forward; in backward, overwrite class rows with the batch's samples."""
+    """Identity on the batch; in backward, the store's class rows are overwritten by samples."""
 
     @staticmethod
-    def forward(ctx, x, weight, y, chosen):
+    def forward(ctx, x, weight, rows, local, chosen):
         ctx.weight = weight
-        ctx.save_for_backward(x.detach(), y, chosen)
+        ctx.save_for_backward(x.detach(), rows, local, chosen)
         return x.view_as(x)
 
     @staticmethod
     def backward(ctx, grad):
-        x, y, chosen = ctx.saved_tensors
-        replace_rows_(ctx.weight, x, y, chosen)
-        return grad, None, None, None
+        x, rows, local, chosen = ctx.saved_tensors
+        if rows.numel():
+            replace_rows_(ctx.weight, x[rows], local, chosen)
+        return grad, None, None, None, None
 
 
 @torch.no_grad()
@@ -118,19 +118,24 @@ class LambdaSchedule(nn.Module):
 
 
 class MarginHead(nn.Module):
-    """A classification head computing ``margin_cross_entropy`` for a :class:`MarginSpec`.
-
-    Subclasses are presets: they only translate their paper's hyper-parameters into a spec.
+    """A classification head: class weights in a store, a :class:`MarginSpec`, an engine.
 
     Args:
         embedding_size, num_classes: ``D`` and ``C``.
-        spec: what to compute (see :mod:`facemargin.losses.margin`).
+        spec: what to compute (see :mod:`facemargin.losses.margin`); ``spec.margin`` becomes the
+            submodule ``head.margin`` (its buffers live in ``state_dict``).
         scale: ``s`` for ``feature="scale"`` heads; ``learn_scale`` makes it a parameter.
         bias: add a learnable bias ``(C,)``.
-        schedule: a :class:`LambdaSchedule` for multiplicative margins.
+        schedule: a :class:`LambdaSchedule` for margins that read λ.
         triplet, semihard, replace_prob: the ATL switches (module docstring).
-        backend: ``"plain"`` (reference) or another registered implementation, e.g. ``"fused"``.
-        backend_options: passed to the backend (e.g. ``chunk_size`` of the fused path).
+        backend: the engine, ``"fused"`` (default: memory-lean and fastest) or ``"plain"``
+            (the reference written with autograd).
+        backend_options: passed to the engine (``chunk_size`` of the fused engine).
+        store: where the rows live (:class:`~facemargin.losses.stores.DenseStore` by default; a
+            sharded store splits them across ranks).
+
+    The trainer talks to a head through :meth:`init_weights`, :meth:`param_groups` and
+    :meth:`step_stats` only.
     """
 
     def __init__(
@@ -141,12 +146,13 @@ class MarginHead(nn.Module):
         scale: float = 1.0,
         learn_scale: bool = False,
         bias: bool = False,
-        schedule: Optional[LambdaSchedule] = None,
+        schedule: Optional["LambdaSchedule"] = None,
         triplet: bool = False,
         semihard: bool = False,
         replace_prob: float = 0.5,
-        backend: str = "plain",
+        backend: Optional[str] = None,
         backend_options: Optional[dict] = None,
+        store: Optional[WeightStore] = None,
     ):
         super().__init__()
         if int(embedding_size) <= 0 or int(num_classes) <= 0:
@@ -157,23 +163,85 @@ class MarginHead(nn.Module):
             raise ValueError(f"replace_prob must lie in [0, 1], got {replace_prob}")
         if (triplet or semihard) and not spec.weight_norm:
             raise ValueError("triplet/semihard need normalised class weights (rows are renormalised proxies)")
+        if spec.margin.needs_lambda and schedule is None and spec.margin.active:
+            raise ValueError(f"{type(spec.margin).__name__} reads λ: the head needs a LambdaSchedule")
         self.embedding_size, self.num_classes = int(embedding_size), int(num_classes)
         self.spec = spec
-        self.weight = nn.Parameter(torch.empty(self.num_classes, self.embedding_size))
-        self.bias = nn.Parameter(torch.zeros(self.num_classes)) if bias else None
+        self.margin = spec.margin
+        self.store = store if store is not None else DenseStore()
+        self.start, self.num_local = self.store.bind(self)
+        self.weight = nn.Parameter(torch.empty(self.num_local * self.rows_per_class, self.embedding_size))
+        self.bias = nn.Parameter(torch.zeros(self.num_local)) if bias else None
         if learn_scale:
             self.scale = nn.Parameter(torch.tensor(float(scale)))
         else:
             self.register_buffer("scale", torch.tensor(float(scale)), persistent=False)
         self.schedule = schedule
         self.triplet, self.semihard, self.replace_prob = bool(triplet), bool(semihard), float(replace_prob)
-        self.backend = backend
+        self.backend = DEFAULT_ENGINE if backend is None else str(backend)
+        self.engine = ENGINES.get(self.backend)
+        self.engine.check(type(self).__name__, sharded=self.store.sharded)
         self.backend_options = dict(backend_options or {})
         self.last_stats: Optional[MarginStats] = None
-        self.reset_parameters()
+        self.last_regularizer: Optional[float] = None
+        self.store.initialize(self)
+
+    #: weight rows per class (sub-center heads hold several)
+    rows_per_class = 1
+    #: options every preset passes through to the head (besides its own hyper-parameters)
+    PASSTHROUGH = ("learn_scale", "bias", "triplet", "semihard", "replace_prob", "backend", "backend_options", "store")
+
+    @classmethod
+    def accepted_arguments(cls) -> List[str]:
+        """What ``cls(...)`` accepts: its own named parameters, then the pass-through options."""
+        import inspect
+
+        own = [p.name for p in inspect.signature(cls.__init__).parameters.values()
+               if p.name != "self" and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)]
+        if cls is MarginHead:
+            return own
+        return own + [o for o in cls.PASSTHROUGH if o not in own]
 
     def reset_parameters(self) -> None:
         nn.init.xavier_uniform_(self.weight)
+
+    # -- the trainer's protocol -----------------------------------------------------------------
+    @torch.no_grad()
+    def init_weights(self, seed: int) -> None:
+        """Seeded xavier-uniform class rows that depend on ``seed`` only (not on the world size:
+        a sharded head draws exactly its rows of the full matrix); bias to zero."""
+        k = self.rows_per_class
+        self.weight.copy_(seeded_rows(self.num_classes * k, self.embedding_size, seed, self.start * k,
+                                      self.num_local * k).to(self.weight.dtype))
+        if self.bias is not None:
+            self.bias.zero_()
+
+    def param_groups(self, weight_decay: float) -> List[Dict]:
+        """Optimizer groups: the class rows (with ``weight_decay``), everything else (without)."""
+        rows = [self.weight] if self.weight.requires_grad else []
+        others = [p for n, p in self.named_parameters() if n != "weight" and p.requires_grad]
+        groups = []
+        if rows:
+            groups.append({"params": rows, "weight_decay": float(weight_decay), "name": "weight"})
+        if others:
+            groups.append({"params": others, "weight_decay": 0.0, "name": "other"})
+        return groups
+
+    def step_stats(self) -> Dict[str, float]:
+        """Scalars of the last training call: λ, sample shares, regulariser, margin state."""
+        out: Dict[str, float] = {}
+        if self.last_stats is not None:
+            out.update(self.last_stats.shares())
+        if self.schedule is not None:
+            out["lambda"] = float(self.lambda_)
+        if self.last_regularizer is not None:
+            out["regularizer"] = self.last_regularizer
+        out.update({f"margin.{k}": float(v) for k, v in self.margin.stats().items()})
+        return out
+
+    def take_touched_rows(self) -> Optional[Tensor]:
+        """Local rows used by training calls since the last call (then reset); None means all."""
+        return self.store.take_touched_rows(self)
 
     # -- λ schedule ------------------------------------------------------------------------
     @property
@@ -187,47 +255,112 @@ class MarginHead(nn.Module):
     def _scale_arg(self):
         # a tensor whenever it needs a gradient (also under torch.func.functional_call, where the
         # learnable scale is substituted by a plain tensor)
-        return self.scale if self.scale.requires_grad else float(self.scale)
+        return self.store.replicated(self.scale) if self.scale.requires_grad else float(self.scale)
 
-    # -- the two calls of the contract -----------------------------------------------------------
+    # -- the computation --------------------------------------------------------------------------
+    def _context(self, x: Tensor, y: Tensor, weight: Tensor, cols: Tensor, training: bool):
+        """The margin context of the (gathered) batch, the owned rows and their target rows."""
+        rows = (cols >= 0).nonzero().flatten()
+        w_rows, link = self.engine.target_rows(weight, cols[rows])
+        c_loc, _, _ = target_cosines(x.detach()[rows], w_rows.detach())
+        cos_t = self.store.all_sum(torch.zeros(x.shape[0], dtype=c_loc.dtype, device=x.device).index_put((rows,), c_loc))
+        ctx = MarginContext(labels=y, norm=torch.linalg.vector_norm(x, dim=1), cos_target=cos_t, training=training,
+                            lambda_=self.lambda_, step=0 if self.schedule is None else int(self.schedule.iteration))
+        return ctx, rows, w_rows, link
+
+    def _target(self, x, ctx, rows, w_rows, bias, cols, scale, apply_margin=True):
+        """The target logits of the whole batch (None when the margin is the identity: the engines
+        then keep the GEMM's own target logit)."""
+        if not (apply_margin and self.margin.active):
+            return None
+        T_loc = target_logit(x[rows], w_rows, self.spec, ctx.select(rows), scale,
+                             None if bias is None else bias[cols[rows]], apply_margin)
+        T = torch.zeros(x.shape[0], dtype=T_loc.dtype, device=x.device).index_put((rows,), T_loc)
+        return self.store.share_targets(T)
+
+    def _others(self, ctx, scale):
+        if not self.margin.changes_others:
+            return None
+        margin = self.margin
+        return lambda z: scale * margin.others(z / scale, ctx)
+
     def logits(self, x: Tensor, y: Optional[Tensor] = None) -> Tensor:
-        """The ``(B, C)`` logits whose cross-entropy ``forward`` returns (no margin if y is None)."""
+        """The ``(B, C)`` logits whose cross-entropy ``forward`` returns (no margin if y is None).
+
+        Evaluated without updating any state (λ counter, EMA buffers); the reference (plain)
+        arithmetic. Needs all class rows in this process.
+        """
+        if self.store.sharded:
+            raise ValueError(f"{type(self).__name__}.logits needs every class row in one process; "
+                             "a sharded head computes only its loss (gather the rows with full_state_dict)")
         if y is None:
             check_embeddings(x, self.embedding_size, type(self).__name__)
         else:
             check_batch(x, y, self.embedding_size, self.num_classes, type(self).__name__)
-        out, _ = margin_logits(x, self.weight, y, self.spec, self._scale_arg(), self.lambda_, self.bias)
-        return out
+        plain = ENGINES.get("plain")
+        weight, bias = self._class_weight(x), self.bias
+        s = self._scale_arg()
+        f = features(x, self.spec, s)
+        if y is None:
+            z, _ = plain.logits(f, weight, bias, None, None, weight_norm=self.spec.weight_norm)
+            return z
+        y = y.to(torch.long)
+        ctx, rows, w_rows, _ = self._context(x, y, weight, y, training=False)
+        self.margin.prepare(ctx)
+        T = self._target(x, ctx, rows, w_rows, bias, y, s)
+        z, _ = plain.logits(f, weight, bias, T, y, weight_norm=self.spec.weight_norm, others=self._others(ctx, s))
+        return z
+
+    def _class_weight(self, x: Tensor) -> Tensor:
+        """The ``(C, D)`` rows the logits use (sub-center heads pool theirs)."""
+        return self.weight
 
     def forward(self, x: Tensor, y: Tensor) -> Tensor:
         check_batch(x, y, self.embedding_size, self.num_classes, type(self).__name__)
         training = self.training and torch.is_grad_enabled()
         if self.training and self.schedule is not None:
             self.schedule.step()
-        weight = self.weight
+        y = y.to(torch.long)
+        store = self.store
+        replacing = self.triplet and training and self.replace_prob > 0
+        chosen = (torch.rand(x.shape[0], device=x.device) < self.replace_prob).long() if replacing else None
+        x, y, chosen = store.gather(self, x, y, chosen)
+        local = store.local_index(self, y)
+        if replacing:
+            owned = (local >= 0).nonzero().flatten()
+            x = _ProxyReplace.apply(x, self.weight, owned, local[owned], chosen[owned].bool())
         holder = {}
-        if self.triplet:
-            weight = self.weight.detach()
-            if training and self.replace_prob > 0:
-                chosen = torch.rand(x.shape[0], device=x.device) < self.replace_prob
-                x = _ProxyReplace.apply(x, self.weight, y, chosen)
         if self.semihard and training:
             x = _GradMask.apply(x, holder)
-        loss, stats = margin_cross_entropy(
-            x, weight, y, self.spec, self._scale_arg(), self.lambda_, self.bias,
-            backend=self.backend, **self.backend_options,
-        )
+        weight = self.weight.detach() if self.triplet else self.weight
+        weight, bias, cols = store.select(self, weight, self.bias, local, training)
+        ctx, rows, w_rows, link = self._context(x, y, weight, cols, training)
+        if training:
+            with torch.no_grad():
+                self.margin.update(ctx)
+        self.margin.prepare(ctx)
+        s = self._scale_arg()
+        T = self._target(x, ctx, rows, w_rows, bias, cols, s)
+        f = features(x, self.spec, s)
+        loss, stats = self.engine(f, weight, bias, T, cols, weight_norm=self.spec.weight_norm, link=link,
+                                  others=self._others(ctx, s), reducer=store.reducer, **self.backend_options)
+        reg = self.margin.regularizer(ctx)
+        if reg is not None:
+            self.last_regularizer = float(reg.detach())
+            loss = loss + store.replicated_term(reg.to(loss.dtype))
         self.last_stats = stats
         if self.semihard and training:
-            holder["mask"] = stats.semihard_mask(self.spec.margin.active)
+            holder["mask"] = stats.semihard_mask(self.margin.active)
         return loss
 
     def extra_repr(self):
-        s = f"embedding_size={self.embedding_size}, num_classes={self.num_classes}, spec={self.spec}"
+        s = f"embedding_size={self.embedding_size}, num_classes={self.num_classes}, feature={self.spec.feature!r}, " \
+            f"weight_norm={self.spec.weight_norm}"
+        if self.store.sharded:
+            s += f", rows=[{self.start}, {self.start + self.num_local}), rank={self.rank}, world_size={self.world_size}"
         if self.triplet or self.semihard:
             s += f", triplet={self.triplet}, semihard={self.semihard}, replace_prob={self.replace_prob}"
-        if self.backend != "plain":
-            s += f", backend={self.backend!r}"
+        s += f", backend={self.backend!r}"
         return s
 
 
@@ -297,12 +430,12 @@ class LSoftmax(_Multiplicative):
 
 @LOSSES.register("atl")
 class MarginInnerProduct(_Multiplicative):
-    """The Angular Triplet Loss layer: the Caffe ``MarginInnerProduct`` of the seed.
+    """The Angular Triplet Loss layer: a Caffe ``MarginInnerProduct`` layer with two switches.
 
     ``m`` = 1..4 is the layer's SINGLE..QUADRUPLE margin type (``m=1``: logits ``x·ŵ_j``, no blend).
     ``triplet`` and ``semihard`` are the layer's two switches (see the module docstring);
     ``replace_prob`` is the 5/10 chance with which a sample becomes its class's proxy.
-    For small training sets the seed recommends ``m=2, lambda_min=3``.
+    For small training sets the layer's recipe recommends ``m=2, lambda_min=3``.
     """
 
     def __init__(self, embedding_size, num_classes, m=4, base=1000.0, gamma=0.12, power=1.0,

@@ -1,32 +1,38 @@
-"""The one margin formula behind every classification head.
+"""Margins and the one target-logit function behind every classification head.
 
-Every head of the zoo computes logits of the form
+Every softmax head of the zoo computes logits of the form
 
-    z_j = r(x) · c_j · cos θ_j + b_j                      (every column j)
-    z_y = r(x) · c_y · φ(cos θ_y) + b_y                   (the target column, when y is given)
+    z_j = r(x) · k_j · g(cos θ_j) + b_j                   (every column j ≠ y)
+    z_y = r(x) · k_y · φ(cos θ_y, ctx) + b_y              (the target column, when y is given)
 
-with ``r(x)`` either a fixed/learnable scale ``s`` or the feature norm ``‖x‖``, ``c_j`` either 1
-(normalised weights) or ``‖W_j‖``, and the target transform ``φ`` one of
+with ``r(x)`` either a fixed/learnable scale ``s`` or the feature norm ``‖x‖``, ``k_j`` either 1
+(normalised weights) or ``‖W_j‖``, ``g`` the identity unless the margin changes the non-target
+logits, and ``φ`` the head's :class:`Margin`. A margin is a module: it sees a
+:class:`MarginContext` (labels, feature norms with and without gradient, the step, λ and any
+per-sample tensors it prepared), may hold state updated once per training step, may add a
+regulariser to the loss and may declare that it changes non-target logits.
 
-* :class:`AdditiveMargin` ``φ(c) = cos(m1·θ + m2) − m3`` (CosFace, ArcFace, combined, NormFace
-  with all margins zero), with ArcFace's fallback ``c − m2·sin m2`` past ``θ + m2 > π`` (m1 = 1)
-  and the optional ``easy_margin``;
-* :class:`MultiplicativeMargin` ``φ(c) = (λ·c + ψ_m(θ)) / (1 + λ)`` with
-  ``ψ_m(θ) = (−1)^k cos(mθ) − 2k`` for ``θ ∈ [kπ/m, (k+1)π/m]`` (SphereFace, L-Softmax, ATL).
+:func:`target_logit` computes ``z_y`` for the B target rows; every engine (plain, fused, sharded)
+calls it and lets autograd differentiate it, so no margin derivative is written by hand anywhere.
+The engines themselves (:mod:`.engines`) only do the GEMM and a stable log-sum-exp over class
+blocks.
 
-:class:`MarginSpec` bundles the choice of ``r``, ``c`` and ``φ``; presets in
-:mod:`facemargin.losses.heads` only fill it in. The computation itself lives behind
-:func:`margin_cross_entropy`, which dispatches on ``backend`` so that a faster implementation
-(the fused path) replaces the arithmetic without any preset changing.
+Margins defined here: :class:`AdditiveMargin` ``φ(c) = cos(m1·θ + m2) − m3`` (CosFace, ArcFace,
+combined, NormFace with all margins zero) with ArcFace's fallback past ``θ + m2 > π`` and
+``easy_margin``; :class:`MultiplicativeMargin` ``φ(c) = (λ·c + ψ_m(θ)) / (1 + λ)`` (SphereFace,
+L-Softmax, ATL). Newer heads add their own in :mod:`.newer`.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Dict, NamedTuple, Optional, Union
 
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
+
+from ..registry import Registry
 
 Tensor = torch.Tensor
 
@@ -34,48 +40,187 @@ Tensor = torch.Tensor
 _SIN_EPS = {torch.float64: 1e-12, torch.float32: 1e-7}
 # acos is only evaluated on values kept this far inside [-1, 1] (its derivative is infinite at ±1)
 _ACOS_EPS = {torch.float64: 1e-12, torch.float32: 1e-6}
+# F.normalize's eps: x̂ = x / max(‖x‖, eps)
+NORM_EPS = 1e-12
 
 
 def _eps(table: Dict[torch.dtype, float], dtype: torch.dtype) -> float:
     return table.get(dtype, table[torch.float32])
 
 
-@dataclass(frozen=True)
-class AdditiveMargin:
-    """``φ(c) = cos(m1·θ + m2) − m3`` on the target cosine ``c = cos θ``."""
+def work_dtype(dtype: torch.dtype) -> torch.dtype:
+    """At least float32 (bf16 has 8 bits of mantissa); float64 stays float64."""
+    return torch.promote_types(dtype, torch.float32)
 
-    m1: float = 1.0
-    m2: float = 0.0
-    m3: float = 0.0
-    easy_margin: bool = False
+
+def safe_sin(c: Tensor) -> Tensor:
+    """``sin θ`` from ``c = cos θ``, finite (with a finite gradient) at ``c = ±1``."""
+    return torch.sqrt(torch.clamp(1.0 - c * c, min=_eps(_SIN_EPS, c.dtype)))
+
+
+def safe_acos(c: Tensor) -> Tensor:
+    """``θ = acos(c)`` with ``c`` kept just inside ``[-1, 1]`` (finite gradient)."""
+    e = _eps(_ACOS_EPS, c.dtype)
+    return torch.acos(torch.clamp(c, -1.0 + e, 1.0 - e))
+
+
+# ------------------------------------------------------------------------------------------------
+# the context a margin sees
+# ------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class MarginContext:
+    """What a margin may read during one call, for the rows it is asked about.
+
+    labels: ``(B,)`` class of every row. norm: ``(B,)`` raw feature norms ``‖x‖`` *with* gradient
+    (``norm_detached`` without). cos_target: ``(B,)`` target cosines without gradient, known for
+    the whole (global) batch before any margin is applied. training: a training-mode call (state
+    may be updated, random margins drawn). lambda_: the λ of an annealed blend (None without a
+    schedule). step: the head's training-step counter. values: per-sample tensors a margin
+    prepared for the whole batch (:meth:`Margin.prepare`); :meth:`select` restricts all of them
+    to a subset of rows (the rows whose target a shard owns).
+    """
+
+    labels: Tensor
+    norm: Tensor
+    cos_target: Optional[Tensor] = None
+    training: bool = False
+    lambda_: Optional[float] = None
+    step: int = 0
+    values: Dict[str, Tensor] = field(default_factory=dict)
+
+    @property
+    def norm_detached(self) -> Tensor:
+        return self.norm.detach()
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.labels.shape[0])
+
+    def select(self, rows: Tensor) -> "MarginContext":
+        """The same context for ``rows`` only (per-sample tensors indexed, scalars kept)."""
+        return MarginContext(
+            labels=self.labels[rows], norm=self.norm[rows],
+            cos_target=None if self.cos_target is None else self.cos_target[rows],
+            training=self.training, lambda_=self.lambda_, step=self.step,
+            values={k: v[rows] for k, v in self.values.items()})
+
+    @staticmethod
+    def for_cosines(c: Tensor, lambda_: Optional[float] = None) -> "MarginContext":
+        """A context for evaluating ``φ`` on bare cosines (figures, tests): unit norms, no labels."""
+        n = c.reshape(-1).shape[0]
+        return MarginContext(labels=torch.zeros(n, dtype=torch.long, device=c.device),
+                             norm=torch.ones(n, dtype=c.dtype, device=c.device),
+                             cos_target=c.detach().reshape(-1), training=False, lambda_=lambda_)
+
+
+# ------------------------------------------------------------------------------------------------
+# margins
+# ------------------------------------------------------------------------------------------------
+
+
+class Margin(nn.Module):
+    """The target transform ``φ(cos θ_y, ctx)`` of a head, as a module.
+
+    Override :meth:`phi`. Optional hooks (defaults do nothing):
+
+    * :meth:`update` — state (EMA buffers) updated under no_grad once per training forward, before
+      :meth:`prepare`; it sees the whole batch (the global batch on a sharded head), so statistics
+      are identical on every rank.
+    * :meth:`prepare` — per-sample tensors for the whole batch, stored in ``ctx.values`` (random
+      per-sample margins, norm-dependent scalers).
+    * :meth:`others` — set ``changes_others = True`` and return the transformed non-target cosines
+      of a block ``(B, n)``; the engines apply it blockwise and differentiate it with autograd.
+    * :meth:`regularizer` — a scalar added to the loss (mean over the batch).
+    * :meth:`stats` — scalars worth logging (EMA values).
+
+    ``needs_lambda`` tells the head that ``φ`` reads ``ctx.lambda_``. ``needs_scale_features``
+    tells the engines that :meth:`others` works on cosines (the head divides the logits by its
+    scale first), which needs a ``feature="scale"`` spec with normalised weights.
+    """
+
+    changes_others = False
+    needs_lambda = False
+
+    @property
+    def active(self) -> bool:
+        """False when ``φ`` is the identity (the target logit equals the plain one)."""
+        return True
+
+    def phi(self, c: Tensor, ctx: MarginContext) -> Tensor:
+        raise NotImplementedError
+
+    def update(self, ctx: MarginContext) -> None:
+        return None
+
+    def prepare(self, ctx: MarginContext) -> None:
+        return None
+
+    def others(self, c: Tensor, ctx: MarginContext) -> Tensor:
+        return c
+
+    def regularizer(self, ctx: MarginContext) -> Optional[Tensor]:
+        return None
+
+    def stats(self) -> Dict[str, float]:
+        return {}
+
+    def forward(self, c: Tensor, ctx: Union[MarginContext, float, None] = None) -> Tensor:
+        """``φ(c)``; ``ctx`` may be a :class:`MarginContext` or, for bare cosines, just λ."""
+        if not isinstance(ctx, MarginContext):
+            ctx = MarginContext.for_cosines(c, ctx)
+        if not self.active:
+            return c
+        return self.phi(c, ctx)
+
+
+class AdditiveMargin(Margin):
+    """``φ(c) = cos(m1·θ + m2) − m3`` on the target cosine ``c = cos θ``.
+
+    With ``m1 = 1`` the cosine is expanded (``c·cos m2 − sin θ·sin m2``, no acos) and, past
+    ``θ + m2 > π``, replaced by the linear fallback ``c − m2·sin m2`` so that the loss stays
+    monotonic in θ. ``easy_margin`` keeps ``φ(c) = c`` where ``c ≤ 0``.
+    """
+
+    def __init__(self, m1: float = 1.0, m2: float = 0.0, m3: float = 0.0, easy_margin: bool = False):
+        super().__init__()
+        self.m1, self.m2, self.m3, self.easy_margin = float(m1), float(m2), float(m3), bool(easy_margin)
 
     @property
     def active(self) -> bool:
         return self.m1 != 1.0 or self.m2 != 0.0 or self.m3 != 0.0
 
-    def __call__(self, c: Tensor, lambda_: Optional[float] = None) -> Tensor:
-        if not self.active:
-            return c
-        m1, m2, m3 = self.m1, self.m2, self.m3
-        if m1 == 1.0:
-            if m2 == 0.0:
-                phi = c
-            else:
-                # cos(θ + m2) = c·cos m2 − sin θ·sin m2, never through acos
-                sin = torch.sqrt(torch.clamp(1.0 - c * c, min=_eps(_SIN_EPS, c.dtype)))
-                phi = c * math.cos(m2) - sin * math.sin(m2)
-                # past θ + m2 > π the cosine turns back up: keep the loss monotonic in θ
-                # with the linear fallback of ArcFace (insightface's "th"/"mm" trick)
-                if 0.0 < m2 < math.pi:
-                    phi = torch.where(c > math.cos(math.pi - m2), phi, c - m2 * math.sin(m2))
+    def phi(self, c: Tensor, ctx: MarginContext) -> Tensor:
+        return additive_phi(c, self.m1, self.m2, self.m3, self.easy_margin)
+
+    def extra_repr(self) -> str:
+        return f"m1={self.m1}, m2={self.m2}, m3={self.m3}, easy_margin={self.easy_margin}"
+
+
+def additive_phi(c: Tensor, m1, m2, m3, easy_margin: bool = False) -> Tensor:
+    """``cos(m1·θ + m2) − m3`` with ArcFace's fallback; ``m2``/``m3`` may be per-sample tensors."""
+    if m1 == 1.0:
+        if isinstance(m2, Tensor) or m2 != 0.0:
+            cos_m, sin_m = (torch.cos(m2), torch.sin(m2)) if isinstance(m2, Tensor) else (math.cos(m2), math.sin(m2))
+            # cos(θ + m2) = c·cos m2 − sin θ·sin m2, never through acos
+            phi = c * cos_m - safe_sin(c) * sin_m
+            # past θ + m2 > π the cosine turns back up: keep the loss monotonic in θ with the
+            # linear fallback c − m2·sin m2
+            th = torch.cos(math.pi - m2) if isinstance(m2, Tensor) else math.cos(math.pi - m2)
+            fallback = c - m2 * sin_m
+            if isinstance(m2, Tensor):
+                phi = torch.where((c > th) | (m2 <= 0) | (m2 >= math.pi), phi, fallback)
+            elif 0.0 < m2 < math.pi:
+                phi = torch.where(c > th, phi, fallback)
         else:
-            e = _eps(_ACOS_EPS, c.dtype)
-            theta = torch.acos(torch.clamp(c, -1.0 + e, 1.0 - e))
-            phi = torch.cos(m1 * theta + m2)
-        phi = phi - m3
-        if self.easy_margin:
-            phi = torch.where(c > 0, phi, c)
-        return phi
+            phi = c
+    else:
+        phi = torch.cos(m1 * safe_acos(c) + m2)
+    phi = phi - m3
+    if easy_margin:
+        phi = torch.where(c > 0, phi, c)
+    return phi
 
 
 def chebyshev_cos(c: Tensor, m: int) -> Tensor:
@@ -104,52 +249,57 @@ def psi(c: Tensor, m: int) -> Tensor:
     return sign * chebyshev_cos(c, m) - 2.0 * k
 
 
-@dataclass(frozen=True)
-class MultiplicativeMargin:
-    """``φ(c) = (λ·c + ψ_m(θ)) / (1 + λ)``; ``m = 1`` is the plain cosine."""
+class MultiplicativeMargin(Margin):
+    """``φ(c) = (λ·c + ψ_m(θ)) / (1 + λ)``; ``m = 1`` is the plain cosine. λ comes from the context."""
 
-    m: int = 4
+    needs_lambda = True
 
-    def __post_init__(self):
-        if self.m not in (1, 2, 3, 4):
-            raise ValueError(f"multiplicative margin m must be 1, 2, 3 or 4, got {self.m!r}")
+    def __init__(self, m: int = 4):
+        super().__init__()
+        if m not in (1, 2, 3, 4):
+            raise ValueError(f"multiplicative margin m must be 1, 2, 3 or 4, got {m!r}")
+        self.m = int(m)
 
     @property
     def active(self) -> bool:
         return self.m != 1
 
-    def __call__(self, c: Tensor, lambda_: Optional[float] = None) -> Tensor:
-        if not self.active:
-            return c
-        if lambda_ is None:
+    def phi(self, c: Tensor, ctx: MarginContext) -> Tensor:
+        lam = ctx.lambda_
+        if lam is None:
             raise ValueError("a multiplicative margin needs the current lambda")
-        return (lambda_ * c + psi(c, self.m)) / (1.0 + lambda_)
+        return (lam * c + psi(c, self.m)) / (1.0 + lam)
+
+    def extra_repr(self) -> str:
+        return f"m={self.m}"
 
 
-Margin = Union[AdditiveMargin, MultiplicativeMargin]
-
-
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class MarginSpec:
-    """What a head computes: feature scale ``r``, column scale ``c``, target transform ``φ``.
+    """What a head computes: feature scale ``r``, column scale ``k``, target transform ``φ``.
 
     feature: ``"scale"`` (r = s, a fixed or learnable scalar, features normalised) or ``"norm"``
         (r = ‖x‖, the raw feature).
-    weight_norm: ``True`` uses ``ŵ_j`` (c_j = 1); ``False`` uses ``W_j`` (c_j = ‖W_j‖).
-    margin: the target transform.
+    weight_norm: ``True`` uses ``ŵ_j`` (k_j = 1); ``False`` uses ``W_j`` (k_j = ‖W_j‖).
+    margin: the target transform (a :class:`Margin`).
     """
 
     feature: str = "scale"
     weight_norm: bool = True
-    margin: Margin = AdditiveMargin()
+    margin: Margin = field(default_factory=AdditiveMargin)
 
     def __post_init__(self):
         if self.feature not in ("scale", "norm"):
             raise ValueError(f"feature must be 'scale' or 'norm', got {self.feature!r}")
+        if not isinstance(self.margin, Margin):
+            raise TypeError(f"margin must be a Margin module, got {type(self.margin).__name__}")
+        if self.margin.changes_others and not (self.feature == "scale" and self.weight_norm):
+            raise ValueError(f"{type(self.margin).__name__} changes the non-target cosines: it needs "
+                             "feature='scale' and normalised weights")
 
 
 class MarginStats(NamedTuple):
-    """Per-sample quantities (no gradient) that ATL's semi-hard mask needs.
+    """Per-sample quantities (no gradient) for ATL's semi-hard mask and the training log.
 
     target_plain: the target logit without margin; target_margin: with margin;
     other_max: the largest non-target logit (−inf when C = 1).
@@ -177,81 +327,89 @@ class MarginStats(NamedTuple):
             keep &= ~self.hard
         return keep
 
+    def shares(self) -> Dict[str, float]:
+        """Shares of easy, semi-hard and hard samples, and the plain training accuracy."""
+        easy = self.easy
+        hard = self.hard & ~easy  # wrong even without the margin (no margin: every wrong sample)
+        e, h = float(easy.float().mean()), float(hard.float().mean())
+        return {"train_acc": float((self.target_plain > self.other_max).float().mean()),
+                "easy": e, "hard": h, "semihard": 1.0 - e - h}
+
+
+# ------------------------------------------------------------------------------------------------
+# the one target-logit function
+# ------------------------------------------------------------------------------------------------
+
+
+def target_cosines(x: Tensor, w: Tensor):
+    """``(cos, ‖x‖, ‖w‖)`` of row pairs ``(x_i, w_i)`` in at least float32 (cos clamped to [-1, 1])."""
+    wk = work_dtype(torch.promote_types(x.dtype, w.dtype))
+    x, w = x.to(wk), w.to(wk)
+    xn = torch.linalg.vector_norm(x, dim=1)
+    wn = torch.linalg.vector_norm(w, dim=1)
+    c = ((x / xn.clamp_min(NORM_EPS).unsqueeze(1)) * (w / wn.clamp_min(NORM_EPS).unsqueeze(1))).sum(1)
+    return c.clamp(-1.0, 1.0), xn, wn
+
+
+def target_logit(x: Tensor, w: Tensor, spec: MarginSpec, ctx: MarginContext, scale=1.0,
+                 bias: Optional[Tensor] = None, apply_margin: bool = True) -> Tensor:
+    """The target logit ``r(x)·k_y·φ(cos θ_y, ctx) + b_y`` of row pairs ``(x_i, w_i)``.
+
+    ``x`` ``(n, D)`` are embeddings, ``w`` ``(n, D)`` their target class rows, ``bias`` ``(n,)``
+    the target biases, ``ctx`` the context of exactly these rows. Computed in at least float32 and
+    differentiable in everything (autograd gives every engine the margin's gradient).
+    """
+    c, xn, wn = target_cosines(x, w)
+    margin = spec.margin
+    phi = margin.phi(c, ctx) if (apply_margin and margin.active) else c
+    r = xn if spec.feature == "norm" else scale
+    z = r * phi
+    if not spec.weight_norm:
+        z = z * wn
+    if bias is not None:
+        z = z + bias.to(z.dtype)
+    return z
+
+
+def features(x: Tensor, spec: MarginSpec, scale=1.0) -> Tensor:
+    """The GEMM operand ``f``: ``s·x̂`` for ``feature="scale"``, ``x`` for ``"norm"``."""
+    if spec.feature == "norm":
+        return x
+    return scale * F.normalize(x, dim=1)
+
+
+# ------------------------------------------------------------------------------------------------
+# engines (registered in .engines) and the functional entry points
+# ------------------------------------------------------------------------------------------------
+
+#: engines by name: ``fn(f, weight, bias, T, cols, *, weight_norm, others=None, group=None,
+#: **options) -> (loss, MarginStats)``; see :mod:`.engines`.
+ENGINES = Registry("engine")
+#: the same registry under its former name
+BACKENDS = ENGINES
+
 
 def _scale_value(scale) -> Union[float, Tensor]:
     return scale if isinstance(scale, Tensor) else float(scale)
 
 
-def margin_logits(
-    x: Tensor,
-    weight: Tensor,
-    y: Optional[Tensor],
-    spec: MarginSpec,
-    scale=1.0,
-    lambda_: Optional[float] = None,
-    bias: Optional[Tensor] = None,
-):
-    """The reference (plain) computation of the ``(B, C)`` logits.
+def margin_cross_entropy(x: Tensor, weight: Tensor, y: Tensor, spec: MarginSpec, scale=1.0,
+                         lambda_: Optional[float] = None, bias: Optional[Tensor] = None,
+                         backend: str = "fused", **options):
+    """Mean cross-entropy of the margin logits with the engine ``backend``; ``(loss, MarginStats)``.
 
-    Returns ``(logits, stats)``; ``stats`` is a :class:`MarginStats` when ``y`` is given, else None.
+    A functional entry point for margins that need nothing but the cosine and λ; heads
+    (:class:`~facemargin.losses.heads.MarginHead`) add state, regularisers and sharding.
     """
-    dtype = torch.promote_types(x.dtype, weight.dtype)
-    x = x.to(dtype)
-    weight = weight.to(dtype)
-    x_hat = F.normalize(x, dim=1)
-    feat = x if spec.feature == "norm" else _scale_value(scale) * x_hat
-    w = F.normalize(weight, dim=1) if spec.weight_norm else weight
-    logits = F.linear(feat, w, None if bias is None else bias.to(dtype))
-    if y is None:
-        return logits, None
-    rows = torch.arange(x.shape[0], device=x.device)
-    with torch.no_grad():
-        target_plain = logits[rows, y]
-        other_max = logits.index_put((rows, y), torch.tensor(-math.inf, dtype=logits.dtype, device=x.device)).amax(dim=1)
-    if not spec.margin.active:
-        return logits, MarginStats(target_plain, target_plain, other_max)
-    w_y = weight[y]
-    w_hat_y = F.normalize(w_y, dim=1)
-    cos_t = (x_hat * w_hat_y).sum(dim=1).clamp(-1.0, 1.0)
-    # the B target entries are computed in at least float32 (bf16 has 8 bits of mantissa)
-    work = torch.promote_types(dtype, torch.float32)
-    phi = spec.margin(cos_t.to(work), lambda_).to(dtype)
-    r = x.norm(dim=1) if spec.feature == "norm" else _scale_value(scale)
-    target = r * phi
-    if not spec.weight_norm:
-        target = target * w_y.norm(dim=1)
-    if bias is not None:
-        target = target + bias.to(dtype)[y]
-    # under autocast F.linear returns bf16 logits while the target entries are float32
-    logits = logits.index_put((rows, y), target.to(logits.dtype))
-    return logits, MarginStats(target_plain, target.detach(), other_max)
-
-
-def _plain_cross_entropy(x, weight, y, spec, scale, lambda_, bias, **_):
-    logits, stats = margin_logits(x, weight, y, spec, scale, lambda_, bias)
-    # at least float32 (bf16 logits), but float64 stays float64 (gradcheck, exact comparisons)
-    loss = F.cross_entropy(logits.to(torch.promote_types(logits.dtype, torch.float32)), y)
-    return loss, stats
-
-
-# Implementations of the loss, by name. The fused path registers itself here.
-BACKENDS: Dict[str, Callable] = {"plain": _plain_cross_entropy}
-
-
-def margin_cross_entropy(
-    x: Tensor,
-    weight: Tensor,
-    y: Tensor,
-    spec: MarginSpec,
-    scale=1.0,
-    lambda_: Optional[float] = None,
-    bias: Optional[Tensor] = None,
-    backend: str = "plain",
-    **options,
-):
-    """Mean cross-entropy of the margin logits; returns ``(loss, MarginStats)``."""
-    try:
-        impl = BACKENDS[backend]
-    except KeyError:
-        raise ValueError(f"unknown backend {backend!r}; available: {', '.join(sorted(BACKENDS))}") from None
-    return impl(x, weight, y, spec=spec, scale=scale, lambda_=lambda_, bias=bias, **options)
+    engine = ENGINES.get(backend)
+    y = y.to(device=x.device, dtype=torch.long)
+    c, _, _ = target_cosines(x.detach(), weight.detach()[y])
+    ctx = MarginContext(labels=y, norm=torch.linalg.vector_norm(x, dim=1), cos_target=c, lambda_=lambda_)
+    s = _scale_value(scale)
+    T = None
+    link = None
+    if spec.margin.active:
+        rows, link = engine.target_rows(weight, y)
+        T = target_logit(x, rows, spec, ctx, s, None if bias is None else bias[y])
+    f = features(x, spec, s)
+    return engine(f, weight, bias, T, y, weight_norm=spec.weight_norm, link=link, **options)

@@ -32,20 +32,9 @@ def resolve_device(name: str) -> torch.device:
 
 
 def build_loss(spec: Dict, embedding_size: int, num_classes: int) -> nn.Module:
-    """Build a head (given ``embedding_size``/``num_classes``) or a metric loss from its config table."""
-    name, params = spec["name"], dict(spec.get("params", {}))
-    cls = losses.LOSSES.get(name)
-    import inspect
-
-    sig = inspect.signature(cls)
-    if "num_classes" in sig.parameters:
-        params.setdefault("num_classes", num_classes)
-    if "embedding_size" in sig.parameters:
-        params.setdefault("embedding_size", embedding_size)
-    try:
-        return cls(**params)
-    except TypeError as e:
-        raise ValueError(f"loss {name!r}: bad parameters {params}: {e}") from e
+    """Build a head (given ``embedding_size``/``num_classes``) or a metric loss from its config
+    table; an unknown or missing parameter raises ``ValueError`` listing what the loss accepts."""
+    return losses.build_from_config(spec, embedding_size, num_classes)
 
 
 def _describe(cfg: Dict) -> str:
@@ -90,12 +79,9 @@ class Trainer:
         else:
             self.loss = build_loss(cfg["loss"], emb, self.num_classes)
             if isinstance(self.loss, losses.MarginHead):
-                # the class weights a ShardedHead draws on any number of ranks: runs do not
+                # the class rows a sharded head draws on any number of ranks: runs do not
                 # depend on the world size
-                from ..distributed.sharded import seeded_rows
-
-                with torch.no_grad():
-                    self.loss.weight.copy_(seeded_rows(self.num_classes, emb, int(t["seed"])))
+                self.loss.init_weights(int(t["seed"]))
             self.loss = self.loss.to(self.device)
             self.model_ddp = self.model
         a = cfg["aux"]
@@ -115,6 +101,10 @@ class Trainer:
         self.step = 0
         self._loader_iter, self._loader_start = None, 0
         self.history = []
+        self.skipped = self.skipped_in_a_row = 0  # steps dropped for non-finite values (all, consecutive)
+        self.max_skips = int(t.get("max_consecutive_skips", 10))
+        if self.max_skips <= 0:
+            raise ValueError(f"train.max_consecutive_skips must be positive, got {self.max_skips}")
 
     # -- set-up ---------------------------------------------------------------------------------
     def _make_optimizer(self) -> torch.optim.Optimizer:
@@ -126,14 +116,8 @@ class Trainer:
         for mod, tag in ((self.loss, "loss"), (self.aux, "aux")):
             if mod is None or (mod is self.loss and self.head_optimizer is not None):
                 continue
-            weights = [p for n, p in mod.named_parameters() if n == "weight" or n.endswith(".weight")]
-            others = [p for n, p in mod.named_parameters() if not (n == "weight" or n.endswith(".weight"))]
-            if weights:
-                groups.append({"params": weights, "weight_decay": head_wd, "lr_mult": float(o["head_lr_mult"]),
-                               "name": f"{tag}.weight"})
-            if others:  # bias, learnable scale: no decay
-                groups.append({"params": others, "weight_decay": 0.0, "lr_mult": float(o["head_lr_mult"]),
-                               "name": f"{tag}.other"})
+            for g in losses.param_groups(mod, head_wd):  # class rows decayed; bias, scale not
+                groups.append({**g, "lr_mult": float(o["head_lr_mult"]), "name": f"{tag}.{g['name']}"})
         for g in groups:
             g["lr"] = float(o["lr"]) * g["lr_mult"]
         return torch.optim.SGD(groups, lr=float(o["lr"]), momentum=float(o["momentum"]))
@@ -186,6 +170,11 @@ class Trainer:
         """Write ``checkpoint.pt`` (full class weights and momentum even when sharded; rank 0 writes)."""
         path = Path(path) if path else self.out / "checkpoint.pt"
         d = self.dist
+        bad = self._nonfinite_state()  # each rank checks what it holds (its shard of the class rows)
+        if (d.any_rank([bool(bad)])[0] if d is not None else bool(bad)):
+            raise FloatingPointError(
+                f"step {self.step}: checkpoint {path} not written: non-finite values in "
+                f"{', '.join(bad[:6]) if bad else 'the state of another rank'}; the previous checkpoint is kept")
         if d is not None:  # collectives: every rank gathers, rank 0 writes
             loss_state = d.full_state_dict(self.loss)
             opt_state = d.full_optimizer_state_dict(self.optimizer, self.loss)
@@ -197,6 +186,16 @@ class Trainer:
             return None
         return save_checkpoint(path, config=self.cfg, step=self.step, model=self.model, loss_state=loss_state,
                                aux=self.aux, optimizer_state=opt_state, extra={"head_optimizer": head_opt_state})
+
+    def _nonfinite_state(self):
+        """Names of the state tensors (this process's part) that hold NaN or Inf."""
+        parts = [("model", self.model.state_dict()), ("loss", self.loss.state_dict())]
+        if self.aux is not None:
+            parts.append(("aux", self.aux.state_dict()))
+        for i, opt in enumerate(self.optimizers):
+            parts += [(f"optimizer{i}", state) for state in opt.state.values()]
+        return [f"{tag}.{k}" for tag, state in parts for k, v in state.items()
+                if torch.is_tensor(v) and v.is_floating_point() and not bool(torch.isfinite(v).all())]
 
     def resume(self, path) -> None:
         """Continue a run exactly: weights, optimizer, λ counters, centers, RNG and step.
@@ -236,8 +235,21 @@ class Trainer:
         self._truncate_metrics(self.step)
 
     def init_from(self, path, load_loss: bool = True) -> None:
-        """Start a new run from a checkpoint's weights (step 0, fresh optimizer): the ATL *step* recipe."""
-        state = load_checkpoint(path)
+        """Start a new run from a checkpoint's weights (step 0, fresh optimizer): the ATL *step* recipe.
+
+        ``path`` may also hold a backbone alone (an insightface ``arcface_torch`` ``backbone.pth``
+        or a saved state dict; see :func:`facemargin.models.load_pretrained`): then only the
+        backbone starts from it."""
+        from ..io import load_torch
+        from .checkpoint import check_checkpoint, is_checkpoint
+
+        raw = load_torch(path)
+        if not is_checkpoint(raw):
+            from ..models.pretrained import load_state_into
+
+            load_state_into(self.model, raw, path)
+            return
+        state = check_checkpoint(raw, path)
         try:
             self.model.load_state_dict(state["model"])
         except RuntimeError as e:
@@ -276,6 +288,50 @@ class Trainer:
         with atomic_open(self.metrics_path, "w", encoding="utf-8") as f:
             f.write("".join(ln + "\n" for ln in keep))
 
+    # -- non-finite steps -----------------------------------------------------------------------
+    _CAUSES = {
+        "input": "the input batch holds NaN/Inf (corrupt data: check the dataset files)",
+        "embeddings": "the backbone produced non-finite embeddings (training diverged: lower optim.lr, "
+                      "raise optim.warmup_steps or set optim.clip_grad_norm)",
+        "loss": "the loss is non-finite (a margin or scale too large for the precision: try train.bf16=false "
+                "or smaller loss.params; or lower optim.lr)",
+        "gradients": "the gradients are non-finite (overflow: lower optim.lr or set optim.clip_grad_norm)",
+    }
+
+    def _step_buffers(self):
+        """Buffers a forward or backward pass changes even when its step is dropped: batch-norm
+        statistics of the backbone, centres of an auxiliary center loss."""
+        mods = [self.model] + ([self.aux] if self.aux is not None else [])
+        return [b for m in mods for b in m.buffers() if b.is_floating_point()]
+
+    def _grads_finite(self) -> bool:
+        grads = [p.grad for opt in self.optimizers for g in opt.param_groups for p in g["params"]
+                 if p.grad is not None]
+        return not grads or bool(torch.stack([torch.isfinite(g).all() for g in grads]).all())
+
+    def _skip_step(self, bad: Dict[str, bool], buffers, lr: float) -> Dict:
+        """Drop this step: no optimizer update, buffers restored; stop after too many in a row."""
+        for opt in self.optimizers:
+            opt.zero_grad(set_to_none=True)
+        with torch.no_grad():
+            for b, saved in zip(self._step_buffers(), buffers):
+                b.copy_(saved)
+        self.skipped += 1
+        self.skipped_in_a_row += 1
+        self.step += 1
+        # the earliest stage that went wrong is the likely cause (later ones follow from it)
+        cause = self._CAUSES[next(k for k, v in bad.items() if v)]
+        if self.is_main:
+            self.log(f"[train] step {self.step}: {cause}; step skipped ({self.skipped_in_a_row} in a row, "
+                     f"{self.skipped} in all)")
+        if self.skipped_in_a_row >= self.max_skips:
+            ckpt = self.out / "checkpoint.pt"
+            kept = f"the last good checkpoint {ckpt} is kept" if ckpt.exists() else "no checkpoint was written"
+            raise FloatingPointError(
+                f"step {self.step}: {self.skipped_in_a_row} consecutive steps skipped for non-finite values "
+                f"(train.max_consecutive_skips={self.max_skips}); likely cause: {cause}. Training stopped; {kept}")
+        return {"step": self.step, "lr": lr, "skipped": True}
+
     # -- the loop -------------------------------------------------------------------------------
     def train_step(self) -> Dict:
         """One optimisation step; returns its metrics (loss, train accuracy, sample shares)."""
@@ -286,25 +342,34 @@ class Trainer:
             self.aux.train()
         lr = self._set_lr()
         x, y = self._batch()
+        # Every rank runs the whole step, so that its collectives match the other ranks'; a step with
+        # a non-finite value on any rank is then dropped everywhere (as GradScaler does for fp16).
+        buffers = [b.detach().clone() for b in self._step_buffers()]
+        bad = {"input": x.is_floating_point() and not bool(torch.isfinite(x).all())}
         autocast = (torch.autocast(self.device.type, dtype=torch.bfloat16) if t["bf16"]
                     else contextlib.nullcontext())
         with autocast:
             emb = self.model_ddp(x)
         emb = emb.float()  # margins are computed in float32 (the heads are safe in bf16 too)
-        if not torch.isfinite(emb.detach()).all():
-            raise FloatingPointError(f"step {self.step}: the backbone produced non-finite embeddings (training "
-                                     "diverged); lower optim.lr or check the data")
+        bad["embeddings"] = not bool(torch.isfinite(emb.detach()).all())
+        if bad["embeddings"]:  # the heads refuse NaN: feed zeros, the step is dropped anyway
+            emb = torch.nan_to_num(emb, nan=0.0, posinf=0.0, neginf=0.0)
         loss = self.loss(emb, y)
         total = loss
         aux_value = None
         if self.aux is not None:
             aux_value = self.aux(emb, y)
             total = total + self.aux_weight * aux_value
-        if not torch.isfinite(total.detach()):
-            raise FloatingPointError(f"step {self.step}: loss is {float(total)}; lower optim.lr or check the data")
+        bad["loss"] = not bool(torch.isfinite(total.detach()))
         for opt in self.optimizers:
             opt.zero_grad(set_to_none=True)
         total.backward()
+        bad["gradients"] = not self._grads_finite()
+        if self.dist is not None:
+            bad = dict(zip(bad, self.dist.any_rank(list(bad.values()))))
+        if any(bad.values()):
+            return self._skip_step(bad, buffers, lr)
+        self.skipped_in_a_row = 0
         clip = float(self.cfg["optim"]["clip_grad_norm"])
         if clip > 0:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
@@ -313,17 +378,7 @@ class Trainer:
         row = {"step": self.step + 1, "loss": float(total.detach()), "lr": lr}
         if aux_value is not None:
             row["main_loss"], row["aux_loss"] = float(loss.detach()), float(aux_value.detach())
-        stats = getattr(self.loss, "last_stats", None)
-        if stats is not None:
-            row["train_acc"] = float((stats.target_plain > stats.other_max).float().mean())
-            easy = stats.easy
-            hard = stats.hard & ~easy  # wrong even without the margin (no margin: every wrong sample)
-            row["easy"] = float(easy.float().mean())
-            row["hard"] = float(hard.float().mean())
-            row["semihard"] = 1.0 - row["easy"] - row["hard"]
-        lam = getattr(self.loss, "lambda_", None)
-        if lam is not None:
-            row["lambda"] = float(lam)
+        row.update(losses.step_stats(self.loss))  # λ, sample shares, regulariser, margin state
         self.step += 1
         return row
 
@@ -341,32 +396,40 @@ class Trainer:
                    disable=None if (t["progress"] and self.is_main) else True, leave=False, dynamic_ncols=True)
         start, seen = time.perf_counter(), 0
         last_eval: Dict = {}
-        acc_sum, acc_n, loss_sum = 0.0, 0, 0.0
+        acc_sum, acc_n, loss_sum, skipped_n = 0.0, 0, 0.0, 0
         shares = {"easy": 0.0, "semihard": 0.0, "hard": 0.0}
         while self.step < self.steps:
             row = self.train_step()
             seen += self.order.batch_size
-            loss_sum += row["loss"]
-            if "train_acc" in row:
-                acc_sum += row["train_acc"]
-                for k in shares:
-                    shares[k] += row[k]
-            acc_n += 1
+            if row.get("skipped"):  # no loss to average: counted instead
+                skipped_n += 1
+            else:
+                loss_sum += row["loss"]
+                if "train_acc" in row:
+                    acc_sum += row["train_acc"]
+                    for k in shares:
+                        shares[k] += row[k]
+                acc_n += 1
             speed = seen / max(time.perf_counter() - start, 1e-9)
             if self.step % log_every == 0 or self.step == self.steps:
-                out = {"step": self.step, "loss": loss_sum / acc_n, "lr": row["lr"], "img_per_s": speed}
+                out = {"step": self.step}
+                if acc_n:
+                    out["loss"] = loss_sum / acc_n
+                out.update(lr=row["lr"], img_per_s=speed)
                 if "train_acc" in row:
                     out["train_acc"] = acc_sum / acc_n
                     out.update({k: v / acc_n for k, v in shares.items()})
-                for k in ("lambda", "main_loss", "aux_loss"):
-                    if k in row:
+                for k in row:  # the last value of λ, the loss parts, regulariser and margin state
+                    if k in ("lambda", "main_loss", "aux_loss", "regularizer") or k.startswith("margin."):
                         out[k] = row[k]
+                if skipped_n:
+                    out["skipped"] = skipped_n  # steps of this window dropped for non-finite values
                 self._write_metrics(out)
-                post = {"loss": f"{out['loss']:.3f}", "img/s": f"{speed:.0f}"}
+                post = {"loss": f"{out['loss']:.3f}" if "loss" in out else "skipped", "img/s": f"{speed:.0f}"}
                 if "train_acc" in out:
                     post["acc"] = f"{out['train_acc']:.3f}"
                 bar.set_postfix(post)
-                acc_sum, acc_n, loss_sum = 0.0, 0, 0.0
+                acc_sum, acc_n, loss_sum, skipped_n = 0.0, 0, 0.0, 0
                 shares = {k: 0.0 for k in shares}
             bar.update(1)
             if ckpt_every and self.step % ckpt_every == 0 and self.step < self.steps:
@@ -379,6 +442,18 @@ class Trainer:
         if self.evaluate is not None:
             last_eval = self._eval()
         return last_eval
+
+    def close(self) -> None:
+        """Drop what holds the process group or worker processes: the DDP wrapper and the loader.
+
+        Call it before the process group is destroyed (``facemargin train`` does so on every exit
+        path): DDP's reducer owns a reference to the group, and a group that outlives
+        ``destroy_process_group`` inside a DDP module is finalised at interpreter exit, which can
+        abort the process after its work is done. The trainer stays usable in one process
+        (``model_ddp`` becomes the plain backbone).
+        """
+        self.model_ddp = self.model
+        self._loader_iter = None
 
     def _eval(self) -> Dict:
         self.model.eval()

@@ -1,13 +1,13 @@
 """``facemargin bench-heads``: the speed and memory benchmark of the margin heads.
 
-See :mod:`facemargin.losses.bench_heads` for what is measured and how.
+See :mod:`facemargin.bench.heads` for what is measured and how.
 """
 from __future__ import annotations
 
 
 def register(sub) -> None:
     """Add the ``bench-heads`` sub-command to ``sub`` (an ``argparse`` sub-parsers object)."""
-    from . import bench_heads
+    from . import heads as bench_heads
 
     p = sub.add_parser(
         "bench-heads",
@@ -25,6 +25,6 @@ def register(sub) -> None:
 
 def run(args) -> int:
     """Run the benchmark for the parsed arguments."""
-    from . import bench_heads
+    from . import heads as bench_heads
 
     return bench_heads.run(args)

@@ -1,4 +1,4 @@
-"""The fused margin cross-entropy (issue 6): same loss, gradients and stats as the plain path."""
+"""The engines: the fused engine gives the same loss, gradients and stats as the plain reference."""
 import json
 import math
 
@@ -8,7 +8,11 @@ import torch.nn.functional as F
 
 from facemargin import losses
 from facemargin.losses import BACKENDS, MarginSpec, AdditiveMargin, MultiplicativeMargin, margin_cross_entropy
-from facemargin.losses.fused import FusedMarginCrossEntropy, fused_margin_cross_entropy
+from facemargin.losses.engines import BlockSoftmaxCE
+
+
+def fused_margin_cross_entropy(x, weight, y, spec, scale=1.0, lambda_=None, bias=None, chunk_size=None):
+    return margin_cross_entropy(x, weight, y, spec, scale, lambda_, bias, backend="fused", chunk_size=chunk_size)
 
 HEADS = [n for n in losses.available() if losses.is_head(n)]
 
@@ -32,9 +36,10 @@ def _ids(v):
 def _pair(name, kw, C, D, dtype, chunk=None, seed=0):
     """The same head twice: plain and fused backends, identical parameters."""
     torch.manual_seed(seed)
-    plain = losses.build(name, embedding_size=D, num_classes=C, **kw).to(dtype)
-    fused = losses.build(name, embedding_size=D, num_classes=C, backend="fused",
+    plain = losses.build(name, embedding_size=D, num_classes=C, backend="plain", **kw).to(dtype)
+    fused = losses.build(name, embedding_size=D, num_classes=C,
                          backend_options={"chunk_size": chunk} if chunk else None, **kw).to(dtype)
+    assert fused.backend == "fused"  # the default engine
     with torch.no_grad():
         if plain.bias is not None:
             plain.bias.normal_()
@@ -162,7 +167,7 @@ def test_arcface_fallback_is_reached_and_matches_plain():
     x = torch.tensor([[-1.0, 0.05]], dtype=torch.float64)  # θ ≈ π − 0.05 for class 0
     y = torch.tensor([0])
     lf, sf = fused_margin_cross_entropy(x, W, y, spec, 2.0)
-    lp, sp = margin_cross_entropy(x, W, y, spec, 2.0)
+    lp, sp = margin_cross_entropy(x, W, y, spec, 2.0, backend="plain")
     cos0 = -1 / math.hypot(1, 0.05)
     cos1 = 0.05 / math.hypot(1, 0.05)
     t = 2.0 * (cos0 - 0.5 * math.sin(0.5))
@@ -238,7 +243,7 @@ def test_bfloat16_is_finite_at_the_extremes(name, weight_dtype, chunk):
     assert torch.isfinite(x.grad.float()).all() and x.grad.dtype == torch.bfloat16
     assert torch.isfinite(head.weight.grad.float()).all()
     # the plain path agrees within bf16 precision
-    ref = losses.build(name, embedding_size=D, num_classes=C, **kw).to(weight_dtype)
+    ref = losses.build(name, embedding_size=D, num_classes=C, backend="plain", **kw).to(weight_dtype)
     ref.load_state_dict(head.state_dict())
     assert float(loss) == pytest.approx(float(ref(x.detach(), y)), rel=0.05, abs=0.5)
 
@@ -271,59 +276,21 @@ def test_backend_registered_and_options_checked():
         margin_cross_entropy(x, W, y, spec, backend="fused", chunk_size=0)
     with pytest.raises(ValueError, match="unknown option"):
         margin_cross_entropy(x, W, y, spec, backend="fused", chunks=3)
-    with pytest.raises(ValueError, match=r"weight must have shape \(C, 4\)"):
-        margin_cross_entropy(x, torch.randn(5, 3), y, spec, backend="fused")
+    with pytest.raises(ValueError, match="unknown engine 'turbo'"):
+        margin_cross_entropy(x, W, y, spec, backend="turbo")
+    with pytest.raises(ValueError, match="unknown engine"):
+        losses.build("arcface", embedding_size=4, num_classes=5, backend="turbo")
 
 
 def test_function_returns_stats_without_gradient():
     x, y = _data(4, 3, 6, torch.float64)
     W = torch.randn(6, 3, dtype=torch.float64, requires_grad=True)
-    out = FusedMarginCrossEntropy.apply(x, W, None, torch.tensor(2.0, dtype=torch.float64), y,
-                                        MarginSpec("scale", True, AdditiveMargin(1.0, 0.0, 0.2)), None, None)
+    f = 2.0 * F.normalize(x, dim=1)
+    T = (f * F.normalize(W, dim=1)[y]).sum(1) - 2.0 * 0.2  # a CosFace target, m = 0.2
+    out = BlockSoftmaxCE.apply(f, W, None, T, y, True, None, None, None, None, None)
     loss, tp, tm, om = out
     assert loss.requires_grad and not tp.requires_grad and not tm.requires_grad and not om.requires_grad
     torch.testing.assert_close(tm, tp - 2.0 * 0.2)
-
-
-# -- the benchmark ---------------------------------------------------------------------------------
-
-def test_parse_size():
-    from facemargin.losses.bench_heads import Size, parse_size
-
-    assert parse_size("100000") == Size(256, 512, 100000, None)
-    assert parse_size("8x16x50@7") == Size(8, 16, 50, 7)
-    with pytest.raises(ValueError, match="bad size"):
-        parse_size("8x16")
-
-
-def test_bench_heads_smoke(tmp_path, capsys):
-    """A tiny end-to-end run of the CLI benchmark (no timing assertions)."""
-    import argparse
-
-    from facemargin.losses import bench_heads, cli
-
-    parser = argparse.ArgumentParser()
-    sub = parser.add_subparsers()
-    cli.register(sub)
-    out = tmp_path / "bench.json"
-    args = parser.parse_args(["bench-heads", "--sizes", "8x16x50", "8x16x60@16", "--repeats", "1",
-                              "--large-repeats", "1", "--heads", "arcface", "softmax", "--no-memory",
-                              "--no-progress", "--json", str(out)])
-    assert args.func(args) == 0
-    report = json.loads(out.read_text())
-    assert [s["size"] for s in report["sizes"]] == ["8x16x50", "8x16x60@16"]
-    methods = [r["method"] for r in report["sizes"][0]["rows"]]
-    assert methods[0] == "bare" and "fused:arcface" in methods and "plain:softmax" in methods
-    assert "pml:arcface" in methods  # pytorch-metric-learning is a dev dependency
-    assert [r["method"] for r in report["sizes"][1]["rows"]] == ["bare", "fused:arcface", "fused:softmax"]
-    for s in report["sizes"]:
-        for r in s["rows"]:
-            assert r["median_s"] > 0 and len(r["times_s"]) == 1
-    text = capsys.readouterr().out
-    assert "fused:arcface" in text and "B=8 D=16 C=50" in text
-    # peak memory in a child process
-    mem = bench_heads.measure_memory("fused:arcface", bench_heads.Size(8, 16, 50), "cpu")
-    assert "error" not in mem and mem["peak_mb"] > 0 and mem["delta_mb"] >= 0
 
 
 @pytest.mark.parametrize("name", ["arcface", "sphereface"])
