@@ -1,32 +1,75 @@
 """``facemargin eval``, ``facemargin embed`` and ``facemargin verify``: a trained checkpoint at work."""
 from __future__ import annotations
 
+import argparse
 import csv
 import json
 import sys
 from pathlib import Path
-from typing import Dict, Tuple
 
 import numpy as np
 import torch
 
 
+def _counts(text: str):
+    try:
+        out = [int(float(v)) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated distractor counts, got {text!r}") from None
+    if not out or min(out) < 1:
+        raise argparse.ArgumentTypeError(f"distractor counts must be positive integers, got {text!r}")
+    return out
+
+
 def register(sub) -> None:
+    from .ijb import GALLERIES
+
     e = sub.add_parser(
-        "eval", help="evaluate a checkpoint on verification pairs (LFW protocol)",
-        description="Evaluate a checkpoint's backbone on pair sets: insightface .bin packs (lfw.bin, "
-                    "cfp_fp.bin, agedb_30.bin), an LFW folder with pairs.txt, or 'fashion' (the open-set "
-                    "Fashion-MNIST pairs of the run's config). Prints accuracy ± std, threshold, AUC, EER, TAR@FAR.",
+        "eval", help="evaluate a checkpoint: pair sets, IJB-B/IJB-C 1:1 and 1:N, identification with distractors",
+        description="Evaluate a checkpoint's backbone on several targets at once and print one table: pair sets "
+                    "(insightface .bin packs such as lfw.bin, cfp_fp.bin, agedb_30.bin; an LFW folder with pairs.txt; "
+                    "'fashion', the open-set Fashion-MNIST pairs of the run's config) with the LFW protocol; IJB-B or "
+                    "IJB-C (insightface layout: meta/ and loose_crop/) with the 1:1 template protocol and optionally "
+                    "1:N; and MegaFace-style identification among distractors. --json writes every result, and the "
+                    "ROC figure of the targets that have one is drawn beside it.",
     )
     e.add_argument("checkpoint", help="checkpoint.pt written by facemargin train")
-    e.add_argument("--pairs", action="append", required=True, metavar="PATH",
+    e.add_argument("--pairs", action="append", default=[], metavar="PATH",
                    help="a .bin pack, an LFW folder (with pairs.txt) or 'fashion'; repeatable")
     e.add_argument("--pairs-file", help="LFW: pairs.txt path when not inside the folder")
-    e.add_argument("--flip", action="store_true", help="flip-test fusion (add the embedding of the mirrored image)")
+    e.add_argument("--flip", action="store_true",
+                   help="pair sets and distractors: flip-test fusion (add the embedding of the mirrored image)")
     e.add_argument("--folds", type=int, default=10)
     e.add_argument("--resize", action="store_true", help="resize images to the model's input instead of refusing")
     e.add_argument("--batch-size", type=int, default=128)
-    e.add_argument("--json", help="write the results (with each set's threshold) to this JSON file")
+    e.add_argument("--workers", type=int, default=0, help="DataLoader workers for image loading (IJB, folders)")
+    e.add_argument("--cache", metavar="DIR",
+                   help="where embeddings are cached as .npy (default: eval_cache/ beside the checkpoint)")
+    e.add_argument("--json", help="write the results (with each pair set's threshold) to this JSON file")
+    e.add_argument("--figure", metavar="PNG",
+                   help="ROC figure of the pair sets and IJB 1:1 (default: beside --json, <json stem>_roc.png)")
+    g = e.add_argument_group("IJB-B / IJB-C")
+    g.add_argument("--ijb", metavar="ROOT", help="IJB folder with meta/ and loose_crop/ (or the folder holding IJBB/, IJBC/)")
+    g.add_argument("--dataset", type=str.upper, choices=["IJBB", "IJBC"], help="which IJB set (required with --ijb)")
+    g.add_argument("--ijb-flip", action=argparse.BooleanOptionalAction, default=True,
+                   help="image feature = f(img) + f(mirrored img) (default on)")
+    g.add_argument("--ijb-norm-weight", action=argparse.BooleanOptionalAction, default=True,
+                   help="keep each image feature's norm, so it weights the image in its template; off: L2-normalise "
+                        "each image feature first (default on)")
+    g.add_argument("--ijb-faceness", action=argparse.BooleanOptionalAction, default=True,
+                   help="multiply each image feature by its detector (faceness) score (default on)")
+    g.add_argument("--ijb-1n", action="store_true", help="also run 1:N identification (needs the 1N gallery/probe CSVs)")
+    g.add_argument("--ijb-gallery", choices=GALLERIES, default="average",
+                   help="1:N gallery: G1 or G2 (IJB-B: S1 or S2; open set), both together (closed set, no TPIR), or "
+                        "average (each in turn, results averaged; default)")
+    m = e.add_argument_group("identification with distractors (MegaFace style)")
+    m.add_argument("--megaface", metavar="PROBES",
+                   help="probe faces: a folder <identity>/<image> of aligned images, or a .npy of embeddings with the "
+                        ".csv index of facemargin embed beside it; each image searches for each other image of its identity")
+    m.add_argument("--distractors", metavar="PATH", help="distractor faces: a folder of aligned images or a .npy of embeddings")
+    m.add_argument("--distractor-counts", type=_counts, metavar="N,N,...",
+                   help="distractor counts to report (default 10, 100, ... and all)")
+    m.add_argument("--max-rank", type=int, default=10, help="CMC up to this rank (default 10)")
     e.set_defaults(func=run_eval)
 
     m = sub.add_parser(
@@ -59,73 +102,40 @@ def register(sub) -> None:
     v.set_defaults(func=run_verify)
 
 
-def prepare_images(images: np.ndarray, input_size: Tuple[int, int, int], where: str, resize: bool = False) -> torch.Tensor:
-    """uint8 ``(N, H, W, 3)`` RGB -> the model's normalised ``(N, C, H, W)``; checks the size."""
-    from ..data.arrays import images_to_tensor
-    from ..data.images import resize_image
-
-    c, h, w = input_size
-    if images.shape[1:3] != (h, w):
-        if not resize:
-            raise ValueError(f"{where}: images are {images.shape[1]}x{images.shape[2]} (HxW) but the model expects "
-                             f"{h}x{w}; align them to that size (facemargin align) or pass --resize")
-        images = np.stack([resize_image(im, (h, w)) for im in images])
-    if c == 1 and images.ndim == 4:
-        images = np.round(images.astype(np.float32) @ np.array([0.299, 0.587, 0.114], dtype=np.float32)).astype(np.uint8)
-    return images_to_tensor(images)
-
-
-def _load_pairs(spec: str, pairs_file, input_size, resize: bool, config: Dict):
-    p = Path(spec)
-    if spec == "fashion":
-        from ..data.fashion import load_fashion_mnist
-        from ..data.openset import OpenSetProtocol
-        from ..train.data import to_tensor_images
-
-        d = config["data"]
-        images, labels = load_fashion_mnist("test", root=d.get("root") or None)
-        proto = OpenSetProtocol(train_classes=tuple(d["train_classes"]), eval_classes=tuple(d["eval_classes"]),
-                                num_pairs=int(d["num_pairs"]), folds=10, seed=int(config["train"]["seed"]))
-        idx = np.flatnonzero(np.isin(labels, list(d["eval_classes"])))
-        i1, i2, same = proto.pairs(labels[idx])
-        x = to_tensor_images(images[idx])
-        return x, (i1, i2), same
-    if p.suffix == ".bin":
-        from ..data.binpack import load_bin
-
-        images, same = load_bin(p)
-    elif p.is_dir():
-        from ..data.lfw import load_lfw
-
-        images, same = load_lfw(p, pairs_file)
-    else:
-        raise FileNotFoundError(f"pair set {spec!r}: expected a .bin file, an LFW folder or 'fashion'")
-    x = prepare_images(images, input_size, str(p), resize)
-    n = len(same)
-    return x, (np.arange(0, 2 * n, 2), np.arange(1, 2 * n, 2)), same
-
-
 def run_eval(args) -> int:
     from ..train.checkpoint import load_backbone
-    from . import embed_images, verify
+    from .ijb import IJBOptions
+    from .summary import evaluate_targets, summary_table, write_results
 
+    if args.ijb and not args.dataset:
+        raise ValueError("--ijb needs --dataset IJBB or IJBC")
+    if args.dataset and not args.ijb:
+        raise ValueError("--dataset is for --ijb ROOT; give the IJB folder too")
+    if bool(args.megaface) != bool(args.distractors):
+        raise ValueError("--megaface and --distractors go together")
     model, config = load_backbone(args.checkpoint)
-    results = {}
-    for spec in args.pairs:
-        x, (i1, i2), same = _load_pairs(spec, args.pairs_file, model.input_size, args.resize, config)
-        emb = embed_images(model, x, batch_size=args.batch_size, flip=args.flip, progress=True)
-        r = verify(emb[i1], emb[i2], issame=same, folds=args.folds)
-        name = Path(spec).stem if spec != "fashion" else "fashion-openset"
-        results[name] = {k: r[k] for k in ("accuracy", "accuracy_std", "threshold", "auc", "eer")}
-        results[name]["tar_at_far"] = {str(k): float(v) for k, v in r["tar_at_far"].items()}
-        results[name]["pairs"] = int(len(same))
-        tars = ", ".join(f"TAR@FAR={k}: {v:.4f}" for k, v in r["tar_at_far"].items())
-        print(f"{name}: accuracy {r['accuracy']:.4f} ± {r['accuracy_std']:.4f}, threshold {r['threshold']:.4f}, "
-              f"AUC {r['auc']:.4f}, EER {r['eer']:.4f}" + (f", {tars}" if tars else "") + f" ({len(same)} pairs)")
+    ijb = None
+    if args.ijb:
+        ijb = {"root": args.ijb, "dataset": args.dataset, "one_to_n": args.ijb_1n, "gallery": args.ijb_gallery,
+               "options": IJBOptions(flip=args.ijb_flip, norm_weight=args.ijb_norm_weight, faceness_weight=args.ijb_faceness)}
+    megaface = None
+    if args.megaface:
+        megaface = {"probes": args.megaface, "distractors": args.distractors, "counts": args.distractor_counts,
+                    "max_rank": args.max_rank}
+    cache = args.cache or str(Path(args.checkpoint).resolve().parent / "eval_cache")
+    results = evaluate_targets(model, config, pairs=args.pairs, ijb=ijb, megaface=megaface, flip=args.flip,
+                               folds=args.folds, batch_size=args.batch_size, pairs_file=args.pairs_file,
+                               resize=args.resize, cache_dir=cache, workers=args.workers)
+    print()
+    print(summary_table(results))
+    figure = args.figure
+    if figure is None and args.json:
+        figure = str(Path(args.json).with_name(Path(args.json).stem + "_roc.png"))
+    drawn = write_results(results, args.json, figure, header={"checkpoint": str(args.checkpoint), "flip": args.flip})
     if args.json:
-        from ..io import write_json
-
-        write_json(args.json, {"checkpoint": str(args.checkpoint), "flip": args.flip, "sets": results})
+        print(f"results: {args.json}" + (f", ROC figure: {drawn}" if drawn else ""))
+    elif drawn:
+        print(f"ROC figure: {drawn}")
     return 0
 
 
@@ -167,6 +177,7 @@ def run_verify(args) -> int:
     from ..data.images import load_image
     from ..train.checkpoint import load_backbone
     from . import embed_images
+    from .summary import prepare_images
 
     model, _ = load_backbone(args.checkpoint)
     # one image at a time: a wrongly sized image is reported by name with the expected size
@@ -177,12 +188,12 @@ def run_verify(args) -> int:
     threshold = args.threshold
     if args.threshold_from:
         data = json.loads(Path(args.threshold_from).read_text())
-        sets = data.get("sets", {})
+        sets = {k: v for k, v in data.get("sets", {}).items() if isinstance(v, dict) and "threshold" in v}
         if not sets:
-            raise ValueError(f"{args.threshold_from} holds no evaluated sets")
+            raise ValueError(f"{args.threshold_from} holds no evaluated pair set with a threshold")
         key = args.pair_set or next(iter(sets))
         if key not in sets:
-            raise ValueError(f"{args.threshold_from} has no set {key!r}; it has {', '.join(sets)}")
+            raise ValueError(f"{args.threshold_from} has no pair set {key!r} with a threshold; it has {', '.join(sets)}")
         threshold = float(sets[key]["threshold"])
     if threshold is None:
         print(f"cosine similarity: {score:.4f}")

@@ -65,6 +65,7 @@ __all__ = [
     "IJBImages",
     "embed_ijb",
     "GALLERIES",
+    "model_fingerprint",
 ]
 
 DATASETS = ("IJBB", "IJBC")
@@ -724,13 +725,18 @@ class IJBImages(torch.utils.data.Dataset):
         return images_to_tensor(crop[None])[0]
 
 
-def _fingerprint(model: torch.nn.Module, meta: IJBMeta) -> str:
+def model_fingerprint(model: torch.nn.Module) -> str:
+    """A short hash of a model's weights and input size: the key of its cached embeddings."""
     h = hashlib.sha256()
     for k, v in model.state_dict().items():
         h.update(k.encode())
-        h.update(v.detach().cpu().contiguous().numpy().tobytes() if v.dtype != torch.bfloat16
-                 else v.detach().float().cpu().numpy().tobytes())
+        h.update(v.detach().float().cpu().contiguous().numpy().tobytes())
     h.update(repr(tuple(getattr(model, "input_size", ()))).encode())
+    return h.hexdigest()[:16]
+
+
+def _fingerprint(model: torch.nn.Module, meta: IJBMeta) -> str:
+    h = hashlib.sha256(model_fingerprint(model).encode())
     h.update("\n".join(meta.names.tolist()).encode())
     h.update(np.ascontiguousarray(meta.landmarks).tobytes())
     return h.hexdigest()[:16]
