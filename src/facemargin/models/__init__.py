@@ -13,7 +13,8 @@ smallcnn       3, 32, 32    small batch-norm CNN for the glyph identity set (lr 
 
 ``build(name, embedding_size=512, **kw)`` builds one; ``available()`` lists the names;
 ``input_size(name)`` gives the expected ``(C, H, W)``. ``export_onnx`` (in ``.export``) writes a
-checked ONNX file.
+checked ONNX file. ``load_pretrained(name, path)`` loads insightface ``arcface_torch`` backbones
+(``iresnet*`` key for key, ``mobilefacenet``/``mbf`` through a key map; see ``.pretrained``).
 """
 from __future__ import annotations
 
@@ -31,10 +32,11 @@ from .sphere import Sphere20
 from .resface import ResFace28
 from .iresnet import IResNet, IBasicBlock
 from .mobilefacenet import MobileFaceNet
+from .pretrained import load_pretrained
 
 __all__ = ["build", "available", "input_size", "num_parameters", "Backbone", "BACKBONES",
            "NORMALISATION", "LeNetPP", "Sphere20", "ResFace28", "IResNet", "IBasicBlock",
-           "MobileFaceNet", "export_onnx"]
+           "MobileFaceNet", "export_onnx", "load_pretrained"]
 
 
 def build(name: str, embedding_size: int = 512, **kw) -> nn.Module:

@@ -21,6 +21,15 @@ project), with a shortcut when stride is 1 and widths match; the first of each r
 ``s``. Every convolution is followed by BatchNorm and, except the linear ones, PReLU. The last
 linear 1x1 convolution on the 1x1 map is a bias-free ``Linear(512, D)`` followed by BatchNorm1d.
 
+insightface's ``arcface_torch`` MobileFaceNet (``mbf``) is this network widened: ``scale`` multiplies
+the block widths (64 and 128 channels become ``64·scale`` and ``128·scale``) while the expanded widths
+stay those of ``scale=1`` (128, 256, 512), the second convolution keeps 64 groups, and ``blocks``
+``(b0, b1, b2, b3)`` sets the depth: ``b0`` blocks at the 56x56 stem (1 = the grouped 3x3
+convolution), then rows of ``1 + b1``, ``1``, ``b2``, ``1`` and ``b3`` bottlenecks. The paper's network
+is ``scale=1, blocks=(1, 4, 6, 2)`` (the default); insightface's ``mbf`` is ``scale=2`` and
+``mbf_large`` ``scale=4, blocks=(2, 8, 12, 4)``. :func:`facemargin.models.load_pretrained` reads
+their checkpoints (see :mod:`.pretrained`).
+
 Parameter count: 1 003 136 at ``embedding_size=128`` (976 000 of them convolution/linear weights,
 the rest BatchNorm scale/shift and PReLU slopes; the paper reports 0.99M for its 128-d model) and
 1 200 512 at 512. The tests check both against a formula written from Table 1.
@@ -36,6 +45,13 @@ from .registry import BACKBONES
 BOTTLENECKS = ((2, 64, 5, 2), (4, 128, 1, 2), (2, 128, 6, 1), (4, 128, 1, 2), (2, 128, 2, 1))
 
 
+def bottleneck_rows(scale: int = 1, blocks=(1, 4, 6, 2)):
+    """``(expanded width, output width, repeats, stride)`` of every bottleneck row (Table 1 at scale 1)."""
+    c1, c2 = 64 * scale, 128 * scale
+    return ((128, c1, 1 + blocks[1], 2), (256, c2, 1, 2), (256, c2, blocks[2], 1), (512, c2, 1, 2),
+            (256, c2, blocks[3], 1))
+
+
 def conv_bn(cin: int, cout: int, kernel: int, stride: int = 1, groups: int = 1,
             act: bool = True) -> nn.Sequential:
     """conv (no bias) + BN (+ PReLU when ``act``), padding ``kernel // 2`` except for the GDConv."""
@@ -48,11 +64,10 @@ def conv_bn(cin: int, cout: int, kernel: int, stride: int = 1, groups: int = 1,
 
 
 class Bottleneck(nn.Module):
-    """Inverted residual: 1x1 expand (x t) - depthwise 3x3 (stride) - linear 1x1 project."""
+    """Inverted residual: 1x1 expand (to ``hidden`` channels) - depthwise 3x3 (stride) - linear 1x1 project."""
 
-    def __init__(self, cin: int, cout: int, expansion: int, stride: int):
+    def __init__(self, cin: int, cout: int, hidden: int, stride: int):
         super().__init__()
-        hidden = cin * expansion
         self.residual = stride == 1 and cin == cout
         self.body = nn.Sequential(
             conv_bn(cin, hidden, 1),
@@ -73,20 +88,35 @@ class MobileFaceNet(Backbone):
     Args:
         embedding_size: output width (128 in the paper; 512 is common with ArcFace training).
         dropout: dropout before the final linear layer (0 = the paper).
+        scale: width multiplier of insightface's variants (1 = the paper, 2 = insightface ``mbf``).
+        blocks: depth ``(b0, b1, b2, b3)`` as in insightface (default ``(1, 4, 6, 2)``, the paper's).
     """
 
     INPUT_SIZE = (3, 112, 112)
 
-    def __init__(self, embedding_size: int = 512, dropout: float = 0.0):
+    def __init__(self, embedding_size: int = 512, dropout: float = 0.0, scale: int = 1, blocks=(1, 4, 6, 2)):
         super().__init__(embedding_size)
-        self.conv1 = conv_bn(3, 64, 3, stride=2)
-        self.dw_conv1 = conv_bn(64, 64, 3, groups=64)
-        blocks, cin = [], 64
-        for t, c, n, s in BOTTLENECKS:
+        if isinstance(scale, bool) or not isinstance(scale, int) or scale < 1:
+            raise ValueError(f"scale must be a positive integer, got {scale!r}")
+        try:
+            blocks = tuple(int(b) for b in blocks)
+        except (TypeError, ValueError):
+            raise ValueError(f"blocks must be four positive integers, got {blocks!r}") from None
+        if len(blocks) != 4 or min(blocks) < 1:
+            raise ValueError(f"blocks must be four positive integers, got {blocks!r}")
+        self.scale, self.blocks = scale, blocks
+        c1 = 64 * scale
+        self.conv1 = conv_bn(3, c1, 3, stride=2)
+        if blocks[0] == 1:
+            self.dw_conv1 = conv_bn(c1, c1, 3, groups=64)
+        else:
+            self.dw_conv1 = nn.Sequential(*[Bottleneck(c1, c1, 128, 1) for _ in range(blocks[0])])
+        layers, cin = [], c1
+        for hidden, c, n, s in bottleneck_rows(scale, blocks):
             for i in range(n):
-                blocks.append(Bottleneck(cin, c, t, s if i == 0 else 1))
+                layers.append(Bottleneck(cin, c, hidden, s if i == 0 else 1))
                 cin = c
-        self.bottlenecks = nn.Sequential(*blocks)
+        self.bottlenecks = nn.Sequential(*layers)
         self.conv2 = conv_bn(cin, 512, 1)
         self.gdconv = conv_bn(512, 512, 7, groups=512, act=False)   # global depthwise, 7x7 -> 1x1
         self.dropout = nn.Dropout(check_dropout(dropout))

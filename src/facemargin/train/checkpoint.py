@@ -54,7 +54,16 @@ def save_checkpoint(path, *, config: Dict, step: int, model, loss=None, aux=None
 
 def load_checkpoint(path) -> Dict[str, Any]:
     """Load and check a checkpoint (``weights_only=True``); raise ValueError naming the file if it is not one."""
-    state = load_torch(path)
+    return check_checkpoint(load_torch(path), path)
+
+
+def is_checkpoint(state) -> bool:
+    """Whether a loaded file is a facemargin checkpoint (rather than, say, a bare backbone state dict)."""
+    return isinstance(state, dict) and state.get("format") == FORMAT
+
+
+def check_checkpoint(state, path) -> Dict[str, Any]:
+    """Return ``state`` if it is a complete facemargin checkpoint; raise ValueError naming ``path`` otherwise."""
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise ValueError(f"{path} is not a facemargin checkpoint (expected format {FORMAT!r})")
     for key in ("config", "step", "model"):
