@@ -59,12 +59,22 @@ def worker(args) -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    from facemargin import losses
-    from facemargin.distributed import (PartialFCOptimizer, ShardedHead, destroy_process_group,
-                                        get_rank, get_world_size, init_process_group_from_env)
-    import torch.distributed as dist
+    from facemargin.distributed import destroy_process_group, init_process_group_from_env
 
     init_process_group_from_env(backend="gloo", timeout_s=args.timeout)
+    try:  # any exit (error, Ctrl-C included) tears the group down, after _measure's objects are gone
+        _measure(args)
+    finally:
+        destroy_process_group()
+
+
+def _measure(args) -> None:
+    import torch
+    import torch.distributed as dist
+
+    from facemargin import losses
+    from facemargin.distributed import PartialFCOptimizer, ShardedHead, get_rank, get_world_size
+
     rank, world = get_rank(), get_world_size()
     base = _rss_mb()
     torch.manual_seed(rank)
@@ -98,7 +108,6 @@ def worker(args) -> None:
     out = {"rank": rank, "world": world, "n_local": n_local, "peak_rss_mb": peak, "base_rss_mb": base,
            "step_s": statistics.median(times), "loss": loss.item()}
     Path(args.out).with_suffix(f".{rank}.json").write_text(json.dumps(out))
-    destroy_process_group()
 
 
 def run_config(mode: str, classes: int, world: int, a) -> dict:

@@ -26,15 +26,16 @@ def _entry(target, rank, world, port, pg_timeout, out_dir, args):
 
     try:
         init_process_group_from_env(backend="gloo", timeout_s=pg_timeout)
+        # the target's DDP modules are its locals: gone when it returns, before the group is destroyed
         target(rank, world, out_dir, *args)
         import torch.distributed as dist
 
         dist.barrier()  # rank 0 hosts the store: nobody leaves before everyone is done
-    except BaseException:
+    except BaseException:  # errors and KeyboardInterrupt: no teardown of a group that may be broken,
         Path(out_dir, f"rank{rank}.err").write_text(traceback.format_exc())
-        os._exit(1)
+        os._exit(1)  # and no destructor runs at all
     try:
-        destroy_process_group()
+        destroy_process_group()  # collects garbage first (DDP modules kept alive by cycles)
     finally:
         os._exit(0)
 

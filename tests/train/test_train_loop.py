@@ -128,12 +128,13 @@ def test_evaluation_during_training(data_root, tmp_path):
 
 
 def test_divergence_is_a_clear_error(data_root, tmp_path):
-    cfg = tiny_config(data_root, tmp_path, steps=3)
+    cfg = tiny_config(data_root, tmp_path, steps=5, train={"max_consecutive_skips": 3})
     tr = make(cfg)
     with torch.no_grad():
         tr.model.fc.weight.fill_(float("nan"))
-    with pytest.raises(FloatingPointError, match="step 0.*optim.lr"):
+    with pytest.raises(FloatingPointError, match="step 3: 3 consecutive steps skipped.*embeddings.*optim.lr"):
         tr.fit()
+    assert tr.skipped == 3 and not (tmp_path / "checkpoint.pt").exists()
 
 
 def test_bad_settings_are_named(data_root, tmp_path):

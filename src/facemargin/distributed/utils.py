@@ -15,6 +15,7 @@ error as a :class:`DistributedError` naming the operation, the rank and the worl
 from __future__ import annotations
 
 import datetime
+import gc
 import inspect
 import os
 from typing import Callable, Optional, Sequence, Tuple, TypeVar
@@ -112,8 +113,20 @@ def init_process_group_from_env(backend: Optional[str] = None, timeout_s: Option
 
 
 def destroy_process_group() -> None:
-    """Tear the default process group down if one exists (safe to call twice)."""
+    """Tear the default process group down if one exists (safe to call twice).
+
+    Release every DDP module first (``del ddp_model`` or drop the object holding it): DDP's
+    C++ reducer keeps its own strong reference to the process group (and to the work objects of
+    its last gradient all-reduce, which hold tensors). ``dist.destroy_process_group`` only shuts
+    the group down and forgets it in Python; a reducer still alive then owns the last reference,
+    and the group's native object, with its gloo/NCCL worker threads, is destroyed whenever the
+    DDP module happens to be freed: at interpreter exit that destructor runs while Python is
+    being torn down, and now and then the process aborts (``terminate called without an active
+    exception``, SIGABRT) after its work is done. Garbage is collected here first so that modules
+    already released, but kept by a reference cycle, go before the group.
+    """
     if is_initialized():
+        gc.collect()
         dist.destroy_process_group()
 
 

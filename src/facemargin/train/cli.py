@@ -70,32 +70,36 @@ def _train(cfg, resume=None, init_from=None, init_loss=True):
     from .data import build_train_set
     from .loop import Trainer
 
-    dist = None
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        from ..distributed.trainer import DistributedContext
+    dist = trainer = None
+    try:
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            from ..distributed.trainer import DistributedContext
 
-        dist = DistributedContext.from_env(cfg)
-    train_set = build_train_set(cfg["data"])
-    # distributed runs skip in-loop evaluation: it would run on one rank while the others wait
-    evaluate = _evaluator(cfg) if dist is None else None
-    trainer = Trainer(cfg, train_set, evaluate=evaluate, distributed=dist)
-    if trainer.is_main:
-        out = Path(cfg["train"]["out"])
-        with atomic_open(out / "config.toml", "w", encoding="utf-8") as f:
-            f.write(dump_toml(cfg))
-    if resume:
-        trainer.resume(resume)
-        print(f"[train] resumed {resume} at step {trainer.step}")
-    elif init_from:
-        trainer.init_from(init_from, load_loss=init_loss)
-        print(f"[train] initialised from {init_from}")
-    result = trainer.fit()
-    if trainer.is_main:
-        print(f"[train] done: {trainer.step} steps in {trainer.train_seconds:.1f} s; checkpoint {Path(cfg['train']['out']) / 'checkpoint.pt'}")
-        if result:
-            print("[train] evaluation: " + ", ".join(f"{k}={v:.4f}" for k, v in result.items() if isinstance(v, float)))
-    if dist is not None:
-        dist.close()
+            dist = DistributedContext.from_env(cfg)
+        train_set = build_train_set(cfg["data"])
+        # distributed runs skip in-loop evaluation: it would run on one rank while the others wait
+        evaluate = _evaluator(cfg) if dist is None else None
+        trainer = Trainer(cfg, train_set, evaluate=evaluate, distributed=dist)
+        if trainer.is_main:
+            out = Path(cfg["train"]["out"])
+            with atomic_open(out / "config.toml", "w", encoding="utf-8") as f:
+                f.write(dump_toml(cfg))
+        if resume:
+            trainer.resume(resume)
+            print(f"[train] resumed {resume} at step {trainer.step}")
+        elif init_from:
+            trainer.init_from(init_from, load_loss=init_loss)
+            print(f"[train] initialised from {init_from}")
+        result = trainer.fit()
+        if trainer.is_main:
+            print(f"[train] done: {trainer.step} steps in {trainer.train_seconds:.1f} s; checkpoint {Path(cfg['train']['out']) / 'checkpoint.pt'}")
+            if result:
+                print("[train] evaluation: " + ", ".join(f"{k}={v:.4f}" for k, v in result.items() if isinstance(v, float)))
+    finally:  # normal end, error or Ctrl-C: the DDP wrapper goes before the process group
+        if trainer is not None:
+            trainer.close()
+        if dist is not None:
+            dist.close()
     return trainer
 
 

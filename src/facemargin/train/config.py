@@ -35,7 +35,7 @@ DEFAULTS: Dict[str, Any] = {
     "loss": {"name": "softmax", "params": {}},
     "aux": {"name": "", "weight": 0.0, "params": {}},
     "optim": {
-        "lr": 0.1,
+        "lr": 0.01,                  # suits the default LeNet++ (no batch norm: 0.1 diverges within ~15 steps)
         "momentum": 0.9,
         "weight_decay": 5e-4,
         "schedule": "multistep",     # multistep | cosine | poly | constant
@@ -63,6 +63,7 @@ DEFAULTS: Dict[str, Any] = {
         "eval_every": 0,              # 0 = no evaluation during training
         "out": "runs/train",
         "progress": True,
+        "max_consecutive_skips": 10,  # steps with NaN/Inf are skipped; this many in a row stop the run
     },
 }
 
