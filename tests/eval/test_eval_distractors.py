@@ -77,3 +77,22 @@ def test_counts_and_errors():
         identify_with_distractors(p, lab, np.array([[1.0, 0], [np.nan, 0]]))
     with pytest.raises(ValueError, match="no searches"):
         identify_with_distractors(p, np.array([0, 1]), unit([50]))
+
+
+def test_npy_rows_reads_chunks_and_gives_the_same_result(tmp_path):
+    from facemargin.eval.distractors import NpyRows
+
+    rng = np.random.default_rng(5)
+    d = rng.normal(size=(1500, 6)).astype(np.float32)
+    np.save(tmp_path / "d.npy", d)
+    rows = NpyRows(tmp_path / "d.npy")
+    assert rows.shape == (1500, 6) and len(rows) == 1500
+    np.testing.assert_array_equal(rows[100:230], d[100:230])
+    np.testing.assert_array_equal(rows[1490:2000], d[1490:])
+    p, lab = rng.normal(size=(8, 6)), np.repeat([0, 1], 4)
+    a = identify_with_distractors(p, lab, rows, memory_mb=0)
+    b = identify_with_distractors(p, lab, d, memory_mb=0)
+    assert a["cmc"] == b["cmc"]
+    (tmp_path / "bad.npy").write_bytes(b"not a numpy file")
+    with pytest.raises(ValueError, match="bad.npy is not a .npy file"):
+        NpyRows(tmp_path / "bad.npy")

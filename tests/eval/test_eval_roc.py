@@ -1,8 +1,8 @@
-"""The ROC helpers shared by every protocol: thinning, the two TAR@FAR readings, all-vs-all pairs."""
+"""The ROC helpers shared by every protocol: thinning and the two TAR@FAR readings."""
 import numpy as np
 import pytest
 
-from facemargin.eval import all_pairs_scores, roc_curve, roc_for_plot, tar_at_far, tar_at_far_nearest, tar_at_fars, thin_roc
+from facemargin.eval import roc_curve, roc_for_plot, tar_at_far, tar_at_far_nearest, tar_at_fars, thin_roc
 
 
 def small_case():
@@ -71,22 +71,3 @@ def test_roc_for_plot_is_a_lower_staircase():
     assert len(pf) <= 201 and pf[0] == 0 and pf[-1] == 1.0 and pt[-1] == 1.0
     for g, v in zip(pf[1:], pt[1:]):
         assert v == tar_at_far(fpr, tpr, g)
-
-
-def test_all_pairs_scores_brute_force():
-    rng = np.random.default_rng(2)
-    e = rng.normal(size=(9, 4))
-    lab = np.array([0, 0, 1, 1, 1, 2, 2, 3, 0])
-    s, same = all_pairs_scores(e, lab, chunk=4)
-    en = e / np.linalg.norm(e, axis=1, keepdims=True)
-    ref_s, ref_y = [], []
-    for i in range(9):
-        for j in range(i + 1, 9):
-            ref_s.append(en[i] @ en[j])
-            ref_y.append(lab[i] == lab[j])
-    np.testing.assert_allclose(s, ref_s, rtol=1e-5, atol=1e-6)
-    np.testing.assert_array_equal(same, ref_y)
-    with pytest.raises(ValueError, match="max_pairs"):
-        all_pairs_scores(e, lab, max_pairs=10)
-    with pytest.raises(ValueError, match="one entry per embedding"):
-        all_pairs_scores(e, lab[:-1])

@@ -1,13 +1,15 @@
 """Evaluation: LFW-protocol pair verification, flip-test embedding, closed-set identification.
 
 * :func:`verify` - k-fold accuracy/threshold, ROC AUC, EER and TAR@FAR (LFW protocol);
-* :mod:`.roc` - the ROC family (ROC, AUC, EER, both TAR@FAR readings, all-vs-all pair scores);
+* :mod:`.roc` - the ROC family (ROC, AUC, EER, both TAR@FAR readings);
 * :func:`embed_images` - batched embeddings with optional flip-test fusion;
-* :func:`identify`, :func:`gallery_probe_split`, :func:`closed_set_accuracy` - identification.
+* :func:`identify`, :func:`gallery_probe_split`, :func:`closed_set_accuracy` - identification;
+* :mod:`.ijb` - IJB-B/IJB-C 1:1 and 1:N template protocols; :mod:`.distractors` - MegaFace-style
+  identification among distractors; :mod:`.summary` - several targets, one table.
 """
 from .embed import embed_images
 from .identification import closed_set_accuracy, gallery_probe_split, identify, nearest_class_mean
-from .roc import IJB_FARS, all_pairs_scores, roc_for_plot, tar_at_far_nearest, tar_at_fars, thin_roc
+from .roc import IJB_FARS, roc_for_plot, tar_at_far_nearest, tar_at_fars, thin_roc
 from .verification import (
     auc,
     best_threshold,
@@ -39,6 +41,5 @@ __all__ = [
     "tar_at_far_nearest",
     "tar_at_fars",
     "roc_for_plot",
-    "all_pairs_scores",
     "IJB_FARS",
 ]

@@ -19,7 +19,8 @@ of a ``.npy`` file works), and for each probe only its ``max_rank`` best distrac
 kept (a running top-k, saved at each count).  That is enough to know every rank up to
 ``max_rank`` exactly: a search has rank ``<= k`` exactly when fewer than ``k`` competitors reach
 its true score.  Memory is ``O(probes x (max_rank + chunk))`` whatever the number of distractors;
-scores are float32 cosines.
+scores are float32 cosines.  :class:`NpyRows` reads a ``.npy`` file of distractor embeddings a
+chunk at a time with plain reads, so not even the page cache of a memory map is held.
 """
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ import torch
 
 from .verification import _to_numpy
 
-__all__ = ["identify_with_distractors", "distractor_counts"]
+__all__ = ["identify_with_distractors", "distractor_counts", "NpyRows"]
 
 
 def distractor_counts(n: int) -> List[int]:
@@ -45,18 +46,61 @@ def distractor_counts(n: int) -> List[int]:
 
 
 def _unit(x: np.ndarray, name: str, start: int = 0) -> torch.Tensor:
-    t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+    t = torch.from_numpy(np.array(x, dtype=np.float32))  # a copy: memory-mapped rows stay untouched
     bad = ~torch.isfinite(t).all(dim=1)
     if bad.any():
         raise ValueError(f"{name} has non-finite values (NaN or inf) in row {start + int(torch.nonzero(bad)[0])}")
     return torch.nn.functional.normalize(t, dim=1, eps=1e-12)
 
 
-def _matrix(x, name: str) -> np.ndarray:
-    a = x if isinstance(x, np.ndarray) else _to_numpy(x, name)
-    if a.ndim != 2 or a.shape[0] == 0:
-        raise ValueError(f"{name} must be a non-empty (N, D) array, got shape {a.shape}")
+def _matrix(x, name: str):
+    # arrays, memory maps and row readers (anything with .shape and row slicing) are used as they are
+    a = x if isinstance(x, (np.ndarray, NpyRows)) else _to_numpy(x, name)
+    if len(a.shape) != 2 or a.shape[0] == 0:
+        raise ValueError(f"{name} must be a non-empty (N, D) array, got shape {tuple(a.shape)}")
     return a
+
+
+class NpyRows:
+    """Rows of a 2-D ``.npy`` file read on demand with plain file reads (no memory map).
+
+    ``rows[a:b]`` reads rows ``a..b-1`` into a new array, so a search over a file of any size
+    holds only the chunk it works on; ``shape`` and ``dtype`` come from the header.
+    """
+
+    def __init__(self, path):
+        from pathlib import Path
+
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise FileNotFoundError(f"embedding file not found: {self.path}")
+        with open(self.path, "rb") as f:
+            try:
+                version = np.lib.format.read_magic(f)
+                read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+                shape, fortran, dtype = read(f)
+            except ValueError as e:
+                raise ValueError(f"{self.path} is not a .npy file: {e}") from None
+            self.offset = f.tell()
+        if len(shape) != 2 or fortran or dtype.hasobject:
+            raise ValueError(f"{self.path}: expected a C-ordered (N, D) numeric array, got shape {shape}, dtype {dtype}")
+        self.shape, self.dtype = tuple(int(v) for v in shape), dtype
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, key) -> np.ndarray:
+        if not isinstance(key, slice) or key.step not in (None, 1):
+            raise TypeError("NpyRows reads contiguous row slices only")
+        a, b, _ = key.indices(self.shape[0])
+        n = max(b - a, 0)
+        row = self.shape[1] * self.dtype.itemsize
+        with open(self.path, "rb") as f:
+            f.seek(self.offset + a * row)
+            out = np.fromfile(f, dtype=self.dtype, count=n * self.shape[1])
+        if out.size != n * self.shape[1]:
+            raise ValueError(f"{self.path} is truncated: rows {a}..{b - 1} could not be read")
+        return out.reshape(n, self.shape[1])
 
 
 def identify_with_distractors(probe_emb, probe_labels, distractors, gallery_emb=None, gallery_labels=None,
@@ -116,9 +160,12 @@ def identify_with_distractors(probe_emb, probe_labels, distractors, gallery_emb=
 
     # running top-K distractor scores per probe, saved at each count
     n_p = len(P)
+    # per chunk of c rows: the rows read, as float32, normalised (3 c D) and the scores with the
+    # running top-K beside them (2 p_block (c + K)), in 4-byte floats, within memory_mb
     budget = max(int(memory_mb), 1) * (1 << 20) // 4
-    p_block = min(n_p, max(1, budget // (K + 1024)))
-    chunk = max(1024, budget // max(p_block, 1) - K)
+    dim = P.shape[1]
+    p_block = min(n_p, max(1, budget // (4 * (K + 1024))))
+    chunk = max(1024, (budget - 2 * p_block * K) // (3 * dim + 2 * p_block))
     top = torch.full((n_p, K), -np.inf)
     saved = {}
     bar = None

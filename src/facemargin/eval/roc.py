@@ -23,8 +23,8 @@ Conventions:
     1:1 tables are read (insightface's evaluation scripts), on the ROC thinned as scikit-learn's
     ``roc_curve`` thins it by default (:func:`thin_roc`).  It can sit slightly above ``far``.
 
-* :func:`all_pairs_scores` gives the scores and labels of every pair of a labelled embedding set
-  (all-vs-all verification), to feed the functions above.
+* All-vs-all verification of a labelled set, in bounded memory, is in
+  :mod:`facemargin.eval.allvsall`.
 """
 from __future__ import annotations
 
@@ -43,7 +43,6 @@ __all__ = [
     "tar_at_fars",
     "resolvable_fars",
     "roc_for_plot",
-    "all_pairs_scores",
     "IJB_FARS",
 ]
 
@@ -273,39 +272,3 @@ def roc_for_plot(fpr, tpr, points: int = 1000, lowest: float = 1e-7) -> Tuple[np
     grid = np.unique(np.concatenate([np.logspace(np.log10(lo), 0.0, max(points - 1, 2)), [1.0]]))
     idx = np.searchsorted(fpr, grid * (1 + 1e-12), side="right") - 1
     return np.concatenate([[0.0], grid]), np.concatenate([[0.0], tpr[np.maximum(idx, 0)]])
-
-
-def all_pairs_scores(embeddings, labels, max_pairs: int = 200_000_000,
-                     chunk: int = 2048) -> Tuple[np.ndarray, np.ndarray]:
-    """Cosine scores and same-label flags of every unordered pair ``i < j`` of a labelled set.
-
-    Pairs come in row-major order of the upper triangle: ``(0, 1), (0, 2), ..., (1, 2), ...``.
-    Scores are float32 (computed in chunks of ``chunk`` rows; 4 + 1 bytes per pair are returned).
-    Raises ``ValueError`` when the set has more than ``max_pairs`` pairs.
-    """
-    e = _to_numpy(embeddings, "embeddings")
-    y = _to_numpy(labels, "labels")
-    if e.ndim != 2 or e.shape[0] < 2:
-        raise ValueError(f"embeddings must be (N, D) with N >= 2, got shape {e.shape}")
-    if y.ndim != 1 or y.shape[0] != e.shape[0]:
-        raise ValueError(f"labels must be 1-D with one entry per embedding ({e.shape[0]}), got shape {y.shape}")
-    if not np.isfinite(e).all():
-        raise ValueError("embeddings have non-finite values (NaN or inf)")
-    n = e.shape[0]
-    total = n * (n - 1) // 2
-    if total > max_pairs:
-        raise ValueError(f"{n} embeddings make {total} pairs, more than max_pairs={max_pairs}")
-    e = e.astype(np.float32)
-    e = e / np.maximum(np.linalg.norm(e, axis=1, keepdims=True), 1e-12)
-    scores = np.empty(total, dtype=np.float32)
-    same = np.empty(total, dtype=bool)
-    pos = 0
-    for a in range(0, n - 1, chunk):
-        b = min(a + chunk, n - 1)
-        sim = e[a:b] @ e[a:].T  # rows a..b-1 against columns a..n-1
-        for r in range(a, b):
-            row = sim[r - a, r - a + 1:]
-            scores[pos:pos + len(row)] = row
-            same[pos:pos + len(row)] = y[r + 1:] == y[r]
-            pos += len(row)
-    return scores, same

@@ -216,7 +216,9 @@ def evaluate_distractors(model, probes: PathLike, distractors: PathLike, counts=
     else:
         pe, pl = _embed_folder(model, probes, flip, cache_dir, batch_size, workers, progress)
     if distractors.suffix == ".npy":
-        de, _ = _load_embeddings(distractors, False)
+        from .distractors import NpyRows
+
+        de = NpyRows(distractors)  # read a chunk at a time
     else:
         de, _ = _embed_folder(model, distractors, flip, cache_dir, batch_size, workers, progress)
     r = identify_with_distractors(np.asarray(pe), pl, de, counts=counts, max_rank=max_rank, progress=progress)
