@@ -63,6 +63,7 @@ DEFAULTS: Dict[str, Any] = {
         "eval_every": 0,              # 0 = no evaluation during training
         "out": "runs/train",
         "progress": True,
+        "tensorboard": False,         # also write TensorBoard events in <out>/tensorboard (facemargin[tb])
         "max_consecutive_skips": 10,  # steps with NaN/Inf are skipped; this many in a row stop the run
     },
 }

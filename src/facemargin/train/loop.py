@@ -103,6 +103,12 @@ class Trainer:
         self.history = []
         self.skipped = self.skipped_in_a_row = 0  # steps dropped for non-finite values (all, consecutive)
         self.max_skips = int(t.get("max_consecutive_skips", 10))
+        self._tb = self._tb_probe = self._tb_purge = None  # TensorBoard mirror of metrics.jsonl (train.tensorboard)
+        if t.get("tensorboard") and self.is_main:
+            from .tensorboard import NormProbe, require_tensorboard
+
+            require_tensorboard()
+            self._tb_probe = NormProbe(self.model)
         if self.max_skips <= 0:
             raise ValueError(f"train.max_consecutive_skips must be positive, got {self.max_skips}")
 
@@ -278,8 +284,16 @@ class Trainer:
         self.out.mkdir(parents=True, exist_ok=True)
         with open(self.metrics_path, "a", encoding="utf-8") as f:
             f.write(json.dumps(row) + "\n")
+        if self._tb_probe is not None:
+            if self._tb is None:
+                from .tensorboard import TensorBoardLog
+
+                # a resumed run discards the events past its step, as metrics.jsonl was truncated
+                self._tb = TensorBoardLog(self.out / "tensorboard", purge_step=self._tb_purge)
+            self._tb.write_row(row, self._tb_probe.norms)
 
     def _truncate_metrics(self, step: int) -> None:
+        self._tb_purge = step + 1
         if not (self.is_main and self.metrics_path.exists()):
             return
         keep = [ln for ln in self.metrics_path.read_text().splitlines() if ln.strip() and json.loads(ln).get("step", 0) <= step]
@@ -331,6 +345,24 @@ class Trainer:
                 f"step {self.step}: {self.skipped_in_a_row} consecutive steps skipped for non-finite values "
                 f"(train.max_consecutive_skips={self.max_skips}); likely cause: {cause}. Training stopped; {kept}")
         return {"step": self.step, "lr": lr, "skipped": True}
+
+    def _guarded_step(self) -> Dict:
+        """:meth:`train_step`; in a distributed run a failed collective (a rank died or hung past
+        ``dist.timeout_s``; DDP's own all-reduce raises the backend's error) names the step."""
+        if self.dist is None:
+            return self.train_step()
+        import torch.distributed as tdist
+
+        from ..distributed.utils import DistributedError
+
+        try:
+            return self.train_step()
+        except DistributedError as e:
+            raise DistributedError(f"step {self.step + 1}: {e}") from e
+        except tdist.DistError as e:
+            raise DistributedError(
+                f"step {self.step + 1}: a collective failed on rank {self.dist.rank} of {self.dist.world}: another "
+                f"rank died or hung past dist.timeout_s ({type(e).__name__}: {str(e).strip()[:200]})") from e
 
     # -- the loop -------------------------------------------------------------------------------
     def train_step(self) -> Dict:
@@ -399,7 +431,7 @@ class Trainer:
         acc_sum, acc_n, loss_sum, skipped_n = 0.0, 0, 0.0, 0
         shares = {"easy": 0.0, "semihard": 0.0, "hard": 0.0}
         while self.step < self.steps:
-            row = self.train_step()
+            row = self._guarded_step()
             seen += self.order.batch_size
             if row.get("skipped"):  # no loss to average: counted instead
                 skipped_n += 1
@@ -454,6 +486,9 @@ class Trainer:
         """
         self.model_ddp = self.model
         self._loader_iter = None
+        if self._tb is not None:
+            self._tb.close()
+            self._tb = None
 
     def _eval(self) -> Dict:
         self.model.eval()
