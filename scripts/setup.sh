@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Set up facemargin in ./.venv: torch==2.13.0 first when torch is absent (a plain "torch"
-# requirement would pull several GB of CUDA wheels), then the package with its dev extras,
+# requirement would pull several GB of CUDA wheels), then the package with its dev, detect (MTCNN
+# weights, without tensorflow) and tb (TensorBoard) extras,
 # then Fashion-MNIST from Debian where apt is available. Safe to re-run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,8 +14,8 @@ if ! .venv/bin/python -c "import torch" >/dev/null 2>&1; then
   echo "[setup] installing torch==2.13.0 (CPU build where available)"
   .venv/bin/pip install --disable-pip-version-check -q "torch==2.13.0"
 fi
-echo "[setup] installing facemargin[dev]"
-.venv/bin/pip install --disable-pip-version-check -q -e ".[dev]" 2>&1 | grep -v "^WARNING: Location" || true
+echo "[setup] installing facemargin[dev,detect,tb]"
+.venv/bin/pip install --disable-pip-version-check -q -e ".[dev,detect,tb]" 2>&1 | grep -v "^WARNING: Location" || true
 .venv/bin/python -c "import facemargin, torch" || { echo "[setup] facemargin failed to install" >&2; exit 1; }
 FMNIST=/usr/share/datasets/fashion-mnist
 if [ ! -f "$FMNIST/train-images-idx3-ubyte.gz" ]; then
