@@ -308,3 +308,17 @@ def test_eval_command_runs_several_targets(tmp_path, capsys):
     assert "--dataset" in capsys.readouterr().err
     assert main(["eval", str(ckpt)]) == 2
     assert "nothing to evaluate" in capsys.readouterr().err
+
+
+def test_pair_file_with_blank_lines_and_a_bad_line(tmp_path):
+    root = write_layout(tmp_path, crops=False)
+    f = root / "meta" / "ijbc_template_pair_label.txt"
+    f.write_text("1 2 1\n\n3 4 1\n1 3 0")  # a blank line, no final newline
+    meta = read_ijb(root, "IJBC")
+    assert meta.pair_t1.tolist() == [1, 3, 1] and meta.pair_label.tolist() == [True, True, False]
+    f.write_text("1 2 1\n3 4\n1 3 0\n")
+    with pytest.raises(ValueError, match=r"ijbc_template_pair_label.txt, line 2: expected 3 integers, got 2 fields"):
+        read_ijb(root, "IJBC")
+    f.write_text("1 2 1\n3 4 x\n")
+    with pytest.raises(ValueError, match="line 2: expected 3 integers"):
+        read_ijb(root, "IJBC")

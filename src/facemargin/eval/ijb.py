@@ -107,15 +107,16 @@ def _read_int_table(path: Path, cols: int) -> np.ndarray:
     text = path.read_bytes()
     import warnings
 
+    n_lines = text.count(b"\n") + (0 if text.endswith(b"\n") or not text else 1)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            flat = np.fromstring(text, dtype=np.int64, sep=" ")  # any whitespace separates
+            flat = np.fromstring(text, dtype=np.int64, sep=" ")  # any whitespace separates; stops at a bad token
         except ValueError:
             flat = None
-    n_lines = sum(1 for ln in text.splitlines() if ln.strip())
     if flat is not None and flat.size == n_lines * cols:
         return flat.reshape(n_lines, cols)
+    rows = []  # slow path: blank lines, or a line to report
     for i, ln in enumerate(text.decode("utf-8", "replace").splitlines(), 1):
         parts = ln.split()
         if not parts:
@@ -123,10 +124,10 @@ def _read_int_table(path: Path, cols: int) -> np.ndarray:
         if len(parts) != cols:
             raise ValueError(f"{path}, line {i}: expected {cols} integers, got {len(parts)} fields: {ln.strip()!r}")
         try:
-            [int(p) for p in parts]
+            rows.append([int(p) for p in parts])
         except ValueError:
             raise ValueError(f"{path}, line {i}: expected {cols} integers, got {ln.strip()!r}") from None
-    raise ValueError(f"{path}: could not be read as a table of {cols} integers")  # pragma: no cover
+    return np.array(rows, dtype=np.int64).reshape(-1, cols)
 
 
 @dataclass
