@@ -40,7 +40,7 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -398,11 +398,10 @@ def pool_templates(emb, templates, medias, emb_flip=None, faceness=None, options
         raise ValueError("flip is on but no flipped-image embeddings were given")
     if not options.norm_weight:  # each image feature divided by its own norm first
         norms = np.empty(len(rows))
+        raw = IJBOptions(flip=options.flip, norm_weight=True, faceness_weight=False)
         for a in range(0, len(rows), chunk):
             r = rows[a:a + chunk]
-            f = np.asarray(emb[r], dtype=np.float32)
-            if options.flip:
-                f = f + np.asarray(emb_flip[r], dtype=np.float32)
+            f = image_features(emb[r], None if emb_flip is None else emb_flip[r], None, raw)
             norms[a:a + chunk] = np.linalg.norm(f, axis=1)
         w /= np.maximum(norms, 1e-12)
     tids, t_of_row = np.unique(tr, return_inverse=True)
