@@ -48,6 +48,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     except (ValueError, FileNotFoundError, FloatingPointError) as e:
         print(f"facemargin {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except RuntimeError as e:  # a lost rank in a distributed run: a clear line, not a traceback
+        from .distributed.utils import DistributedError
+
+        if not isinstance(e, DistributedError):
+            raise
+        print(f"facemargin {args.command}: error: {e}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":  # pragma: no cover

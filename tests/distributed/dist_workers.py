@@ -214,3 +214,34 @@ def failure_worker(rank, world, out_dir, mode):
         Path(out_dir, "rank0.txt").write_text(f"{time.monotonic() - t0:.2f}\n{e}")
         os._exit(0)  # the group is broken: no orderly teardown
     raise AssertionError("the collective succeeded although rank 1 is gone")
+
+
+def train_cli_worker(rank, world, out_dir, argv, kill_rank=None, kill_step=None):
+    """``facemargin train argv`` on this rank, as under torchrun (the group already exists).
+
+    Rank ``kill_rank`` kills itself with SIGKILL when step ``kill_step`` (0-based) begins. The others
+    record the exit code of ``main``, what it printed on stderr, and when it returned.
+    """
+    import contextlib
+    import io
+    import json
+    import signal
+
+    from facemargin.cli import main
+    from facemargin.train.loop import Trainer
+
+    step = Trainer.train_step
+
+    def train_step(self):
+        if rank == kill_rank and self.step == kill_step:
+            Path(out_dir, "killed_at").write_text(repr(time.time()))
+            os.kill(os.getpid(), signal.SIGKILL)
+        return step(self)
+
+    Trainer.train_step = train_step
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        code = main(list(argv))
+    Path(out_dir, f"rank{rank}.json").write_text(json.dumps({"code": code, "stderr": err.getvalue(),
+                                                            "returned_at": time.time()}))
+    os._exit(0)  # main tore the group down; nothing is left to do
