@@ -364,24 +364,6 @@ class Trainer:
                 f"step {self.step + 1}: a collective failed on rank {self.dist.rank} of {self.dist.world}: another "
                 f"rank died or hung past dist.timeout_s ({type(e).__name__}: {str(e).strip()[:200]})") from e
 
-    def _guarded_step(self) -> Dict:
-        """:meth:`train_step`; in a distributed run a failed collective (a rank died or hung past
-        ``dist.timeout_s``; DDP's own all-reduce raises the backend's error) names the step."""
-        if self.dist is None:
-            return self.train_step()
-        import torch.distributed as tdist
-
-        from ..distributed.utils import DistributedError
-
-        try:
-            return self.train_step()
-        except DistributedError as e:
-            raise DistributedError(f"step {self.step + 1}: {e}") from e
-        except tdist.DistError as e:
-            raise DistributedError(
-                f"step {self.step + 1}: a collective failed on rank {self.dist.rank} of {self.dist.world}: another "
-                f"rank died or hung past dist.timeout_s ({type(e).__name__}: {str(e).strip()[:200]})") from e
-
     # -- the loop -------------------------------------------------------------------------------
     def train_step(self) -> Dict:
         """One optimisation step; returns its metrics (loss, train accuracy, sample shares)."""
