@@ -346,14 +346,16 @@ def summary_table(results: Sequence[Dict], markdown: bool = False) -> str:
     return "\n".join(lines + ([""] + [f"* {n}" for n in notes] if notes else []))
 
 
-def roc_curves(results: Sequence[Dict], points: int = 2000) -> Dict[str, Tuple[np.ndarray, np.ndarray]]:
-    """``{target: (fpr, tpr)}`` of the targets with a ROC, thinned for drawing."""
+def roc_curves(results: Sequence[Dict], points: int = 2000) -> Dict[str, Dict]:
+    """``{target: {"fpr", "tpr", "auc"}}`` of the targets with a ROC, sampled for drawing (the AUC
+    is the one computed on the full curve)."""
     from .roc import roc_for_plot
 
     out = {}
     for r in results:
         if "roc" in r:
-            out[r["name"]] = roc_for_plot(r["roc"]["fpr"], r["roc"]["tpr"], points=points)
+            fpr, tpr = roc_for_plot(r["roc"]["fpr"], r["roc"]["tpr"], points=points)
+            out[r["name"]] = {"fpr": fpr, "tpr": tpr, "auc": r["auc"]}
     return out
 
 
