@@ -112,3 +112,11 @@ def test_spread_rule():
 def test_unknown_head_is_rejected(tmp_path):
     with pytest.raises(ValueError, match="nosuchhead"):
         B.run_main_bench(out=str(tmp_path), heads=["softmax", "nosuchhead"], set_dir=str(tmp_path / "none"))
+
+
+def test_a_run_of_another_configuration_is_not_continued(bench, tmp_path):
+    kw = dict(bench["kw"], steps=6, heads=["softmax"], seeds=[0], out=str(tmp_path / "o"))
+    B.run_main_bench(**kw)
+    (tmp_path / "o" / "runs" / "softmax" / "seed0" / "result.json").unlink()
+    with pytest.raises(ValueError, match="another configuration"):
+        B.run_main_bench(**dict(kw, steps=8))

@@ -215,12 +215,21 @@ def _train_stage(cfg: Dict, train_set, evaluate: Optional[Callable], init_from: 
     """Train one stage, resuming from its own checkpoint when an earlier attempt was interrupted."""
     from ..train.loop import Trainer
 
+    out = Path(cfg["train"]["out"])
+    stamp = out / "run_config.json"
+    if stamp.is_file():
+        before = json.loads(stamp.read_text(encoding="utf-8"))
+        if before != json.loads(json.dumps(cfg)):
+            raise ValueError(f"{out} holds a run with another configuration (steps, batch, head or data differ); "
+                             "continue it with the command that started it, or choose another --out")
+    else:
+        write_json(stamp, cfg)
     trainer = Trainer(cfg, train_set, evaluate=evaluate, log=lambda *a, **k: None)
-    ckpt = Path(cfg["train"]["out"]) / "checkpoint.pt"
+    ckpt = out / "checkpoint.pt"
     if ckpt.is_file():
         trainer.resume(ckpt)
     else:
-        metrics = Path(cfg["train"]["out"]) / "metrics.jsonl"
+        metrics = out / "metrics.jsonl"
         if metrics.exists():
             metrics.unlink()
         if init_from is not None:
@@ -326,6 +335,7 @@ def run_main_bench(out: str = "runs/bench", full: bool = False, set_dir: Optiona
     if steps is not None:
         budget["steps"] = int(steps)
         budget["eval_every"] = max(int(steps) // 4, 1)
+        budget["figure_steps"] = min(budget["figure_steps"], max(int(steps) // 2, 1))
     if batch is not None:
         budget["batch"] = int(batch)
     if seeds is not None:
