@@ -34,14 +34,22 @@ def _comm_device(head: ShardedHead, t: Tensor) -> torch.device:
     return t.device if t.device.type != "meta" else torch.device("cpu")
 
 
+def _rows_per_class(head, t: Tensor) -> int:
+    """``K`` for a sub-center head's weight-shaped tensors (``num_local·K`` rows), else 1."""
+    K = int(getattr(head, "rows_per_class", 1))
+    return K if (K > 1 and t.dim() >= 1 and t.shape[0] == head.num_local * K) else 1
+
+
 def gather_rows(head: ShardedHead, t: Tensor, rank0_only: bool = False) -> Optional[Tensor]:
-    """Concatenate every rank's ``(n_r, ...)`` shard of a row-indexed tensor into ``(C, ...)`` (on CPU)."""
-    if t.shape[0] != head.num_local:
+    """Concatenate every rank's ``(n_r, ...)`` shard of a row-indexed tensor into ``(C, ...)`` (on CPU);
+    weight-shaped tensors of sub-center heads (``n_r·K`` rows) give ``(C·K, ...)``."""
+    K = _rows_per_class(head, t)
+    if t.shape[0] != head.num_local * K:
         raise ValueError(f"gather_rows: expected {head.num_local} local rows, got shape {tuple(t.shape)}")
     t = t.detach()
     if head.world_size == 1:
         return t.cpu().clone()
-    sizes = [n for _, n in all_shard_ranges(head.num_classes, head.world_size)]
+    sizes = [n * K for _, n in all_shard_ranges(head.num_classes, head.world_size)]
     dev = _comm_device(head, t)
     src = t.to(dev)
     if not rank0_only:
@@ -77,12 +85,12 @@ def full_state_dict(head: ShardedHead, rank0_only: bool = False) -> Optional[Dic
     return out
 
 
-def _slice_rows(head: ShardedHead, key: str, full: Tensor) -> Tensor:
-    if full.shape[0] != head.num_classes:
+def _slice_rows(head: ShardedHead, key: str, full: Tensor, K: int = 1) -> Tensor:
+    if full.shape[0] != head.num_classes * K:
         raise ValueError(
             f"checkpoint entry {key!r} has {full.shape[0]} rows but the head has num_classes="
-            f"{head.num_classes}; expected shape ({head.num_classes}, ...)")
-    return full[head.start:head.start + head.num_local]
+            f"{head.num_classes}; expected shape ({head.num_classes * K}, ...)")
+    return full[head.start * K:(head.start + head.num_local) * K]
 
 
 def load_full_state_dict(head: ShardedHead, state: Dict[str, Tensor], strict: bool = True) -> None:
@@ -97,16 +105,17 @@ def load_full_state_dict(head: ShardedHead, state: Dict[str, Tensor], strict: bo
     if not isinstance(state, dict) or "weight" not in state:
         raise ValueError("load_full_state_dict: state must be a dict with at least a 'weight' entry")
     w = state["weight"]
-    if w.dim() != 2 or tuple(w.shape) != (head.num_classes, head.embedding_size):
+    K = int(getattr(head, "rows_per_class", 1))
+    if w.dim() != 2 or tuple(w.shape) != (head.num_classes * K, head.embedding_size):
         raise ValueError(
-            f"checkpoint weight has shape {tuple(w.shape)}, expected ({head.num_classes}, "
-            f"{head.embedding_size}) (num_classes, embedding_size)")
+            f"checkpoint weight has shape {tuple(w.shape)}, expected ({head.num_classes * K}, "
+            f"{head.embedding_size}) (num_classes{'·K' if K > 1 else ''}, embedding_size)")
     own = head.state_dict()
     local = {}
     for key, value in state.items():
         if key.startswith("pfc_") and key not in own:
             continue
-        local[key] = _slice_rows(head, key, value) if key in _ROW_KEYS else value
+        local[key] = _slice_rows(head, key, value, K if key == "weight" else 1) if key in _ROW_KEYS else value
     for key in ("pfc_seed", "pfc_step"):
         if key in own and key not in local:
             local[key] = own[key]
@@ -138,7 +147,8 @@ def full_optimizer_state_dict(optimizer, head: ShardedHead, rank0_only: bool = F
     for idx in sorted(sd["state"]):
         entry = {}
         for k, v in sd["state"][idx].items():
-            if idx in rows and isinstance(v, Tensor) and v.dim() >= 1 and v.shape[0] == head.num_local:
+            if idx in rows and isinstance(v, Tensor) and v.dim() >= 1 and v.shape[0] in (
+                    head.num_local, head.num_local * int(getattr(head, "rows_per_class", 1))):
                 entry[k] = gather_rows(head, v, rank0_only)
             else:
                 entry[k] = v.detach().cpu().clone() if isinstance(v, Tensor) else copy.deepcopy(v)
@@ -158,8 +168,9 @@ def load_full_optimizer_state_dict(optimizer, head: ShardedHead, state: dict) ->
         idx = int(idx)
         new = {}
         for k, v in entry.items():
-            if idx in rows and isinstance(v, Tensor) and v.dim() >= 1 and v.shape[0] == head.num_classes:
-                new[k] = _slice_rows(head, f"optimizer state {idx}.{k}", v).clone()
+            K = int(getattr(head, "rows_per_class", 1)) if rows.get(idx) == "weight" else 1
+            if idx in rows and isinstance(v, Tensor) and v.dim() >= 1 and v.shape[0] == head.num_classes * K:
+                new[k] = _slice_rows(head, f"optimizer state {idx}.{k}", v, K).clone()
             else:
                 new[k] = v
         local[idx] = new

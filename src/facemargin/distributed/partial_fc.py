@@ -107,18 +107,22 @@ class PartialFCOptimizer(Optimizer):
                 if rows is not None and self._row_indexed(p):
                     if rows.numel() == 0:
                         continue
-                    w = p.index_select(0, rows)
-                    d = p.grad.index_select(0, rows)
+                    r = rows
+                    K = int(getattr(self.head, "rows_per_class", 1))
+                    if K > 1 and p is self.head.weight:  # the K sub-center rows of every class used
+                        r = (rows.unsqueeze(1) * K + torch.arange(K, device=rows.device)).flatten()
+                    w = p.index_select(0, r)
+                    d = p.grad.index_select(0, r)
                     if wd != 0:
                         d = d.add(w, alpha=wd)
                     if mom != 0:
                         buf = state.get("momentum_buffer")
                         if buf is None:
                             buf = state["momentum_buffer"] = torch.zeros_like(p)
-                        b = buf.index_select(0, rows).mul_(mom).add_(d, alpha=1 - damp)
-                        buf.index_copy_(0, rows, b)
+                        b = buf.index_select(0, r).mul_(mom).add_(d, alpha=1 - damp)
+                        buf.index_copy_(0, r, b)
                         d = d.add(b, alpha=mom) if nesterov else b
-                    p.index_copy_(0, rows, w.add_(d, alpha=-lr))
+                    p.index_copy_(0, r, w.add_(d, alpha=-lr))
                 elif mom != 0 and not nesterov:
                     # the same update as below, without an n×D temporary for grad + wd·p
                     buf = state.get("momentum_buffer")

@@ -235,7 +235,9 @@ class ShardedStore(WeightStore):
             head._touched[idx] = True
             head.sampled_index = idx
             if idx.numel() < head.num_local:
-                weight = weight.index_select(0, idx)
+                K = head.rows_per_class
+                rows = idx if K == 1 else (idx.unsqueeze(1) * K + torch.arange(K, device=idx.device)).flatten()
+                weight = weight.index_select(0, rows)
                 bias = None if bias is None else bias.index_select(0, idx)
                 pos = torch.searchsorted(idx, local.clamp(0, head.num_local - 1))
                 local = torch.where(owned, pos, torch.full_like(local, -1))

@@ -2,7 +2,8 @@
 
 Classification heads (hold class weights ``head.weight`` ``(C, D)``; ``head(x, y)`` -> loss,
 ``head.logits(x, y)``): softmax, l2softmax, normface, sphereface (asoftmax), lsoftmax,
-cosface (amsoftmax), arcface, combined, atl (``MarginInnerProduct``). A head is a weight store
+cosface (amsoftmax), arcface, combined, atl (``MarginInnerProduct``); adaface, magface,
+curricularface, elasticarcface, elasticcosface, spherefacer (:mod:`.newer`). A head is a weight store
 (:mod:`.stores`), a margin module (:mod:`.margin`) and an engine (:mod:`.engines`).
 Metric losses (``loss(x, y)`` -> scalar): center, contrastive, triplet, coco, range, marginal.
 
@@ -15,7 +16,11 @@ from . import engines  # noqa: F401  (registers the plain and fused engines)
 from .stores import DenseStore, WeightStore, seeded_rows
 from .heads import (ArcFace, CombinedMargin, CosFace, L2Softmax, LambdaSchedule, LSoftmax,
                     MarginHead, MarginInnerProduct, NormFace, Softmax, SphereFace)
+from .newer import (AdaFace, AdaFaceMargin, CurricularFace, CurricularMargin, ElasticArcFace, ElasticCosFace,
+                    ElasticMargin, MagFace, MagFaceMargin, SphereFaceR, SphereFaceRMargin, quality_scores)
 from . import metric  # noqa: F401  (registers the metric losses)
+from .subcenter import SubCenterArcFace, subcenter_outliers
+from .binary import BinaryMarginHead, SphereFace2, UniFace
 from .metric import *  # noqa: F401,F403
 
 

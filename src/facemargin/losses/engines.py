@@ -68,12 +68,17 @@ class Engine:
             raise ValueError(f"{head_name}: the {self.name!r} engine runs in one process only; "
                              f"a sharded head needs one of: {', '.join(n for n in ENGINES.available() if ENGINES.get(n).supports_group)}")
 
-    def target_rows(self, weight: Tensor, idx: Tensor):
-        """The target rows ``weight[idx]`` (differentiable) and a link object for :meth:`__call__`."""
-        return weight[idx], None
+    def target_rows(self, weight: Tensor, idx: Tensor, rows_per_class: int = 1):
+        """The target rows of classes ``idx`` (differentiable; ``(n, K, D)`` for ``K`` rows per
+        class, else ``(n, D)``) and a link object for :meth:`__call__`."""
+        return _class_rows(weight, rows_per_class)[idx], None
 
     def __call__(self, f, weight, bias, T, cols, *, weight_norm, link=None, others=None, reducer=None, **options):
         raise NotImplementedError
+
+
+def _class_rows(weight: Tensor, K: int) -> Tensor:
+    return weight if K == 1 else weight.view(weight.shape[0] // K, K, weight.shape[1])
 
 
 class PlainEngine(Engine):
@@ -82,18 +87,23 @@ class PlainEngine(Engine):
     name = "plain"
 
     @staticmethod
-    def logits(f, weight, bias, T, cols, *, weight_norm, others=None):
+    def logits(f, weight, bias, T, cols, *, weight_norm, others=None, rows_per_class: int = 1):
         """The ``(B, C)`` logits, target column ``cols`` replaced by ``T`` (kept when ``T`` is
         None), and their :class:`MarginStats` (None without ``cols``)."""
         dtype = torch.promote_types(f.dtype, weight.dtype)
         w = F.normalize(weight.to(dtype), dim=1) if weight_norm else weight.to(dtype)
-        z = F.linear(f.to(dtype), w, None if bias is None else bias.to(dtype))
+        z = F.linear(f.to(dtype), w)
+        if rows_per_class > 1:  # sub-centers: the best of the K rows of every class
+            z = z.view(z.shape[0], -1, rows_per_class).amax(dim=2)
+        b = None if bias is None else bias.to(dtype)
         if cols is None:
-            return z, None
+            return (z if b is None else z + b), None
         rows = torch.arange(f.shape[0], device=f.device)
-        target_plain = z.detach()[rows, cols]
+        target_plain = (z if b is None else z + b).detach()[rows, cols]
         if others is not None:
             z = others(z)
+        if b is not None:
+            z = z + b
         with torch.no_grad():
             other_max = z.index_put((rows, cols), torch.tensor(-math.inf, dtype=z.dtype, device=z.device)).amax(dim=1)
         if T is None:  # no margin: the target keeps its GEMM logit
@@ -102,14 +112,30 @@ class PlainEngine(Engine):
         z = z.index_put((rows, cols), T.to(z.dtype))
         return z, MarginStats(target_plain, T.detach().to(z.dtype), other_max)
 
-    def __call__(self, f, weight, bias, T, cols, *, weight_norm, link=None, others=None, reducer=None, **options):
+    def __call__(self, f, weight, bias, T, cols, *, weight_norm, link=None, others=None, reducer=None,
+                 rows_per_class: int = 1, **options):
+        self._check(reducer, options)
+        z, stats = self.logits(f, weight, bias, T, cols, weight_norm=weight_norm, others=others,
+                               rows_per_class=rows_per_class)
+        # at least float32 (bf16 logits), but float64 stays float64 (gradcheck, exact comparisons)
+        return F.cross_entropy(z.to(work_dtype(z.dtype)), cols), stats
+
+    def binary(self, f, weight, bias, cols, neg, *, weight_norm, link=None, others=None, reducer=None,
+               rows_per_class: int = 1, **options):
+        """``(Σ_{i, j≠y_i} neg(z_ij), target_plain, other_max)`` for sigmoid heads."""
+        self._check(reducer, options)
+        z, stats = self.logits(f, weight, bias, None, cols, weight_norm=weight_norm, others=others,
+                               rows_per_class=rows_per_class)
+        vals = neg(z.to(work_dtype(z.dtype)))
+        rows = torch.arange(f.shape[0], device=f.device)
+        vals = vals.index_put((rows, cols), torch.zeros((), dtype=vals.dtype, device=vals.device))
+        return vals.sum(), stats.target_plain, stats.other_max
+
+    def _check(self, reducer, options):
         if options:
             raise ValueError(f"plain engine: unknown option(s) {', '.join(sorted(options))}; it takes none")
         if _world(reducer) > 1:
             raise ValueError("the plain engine runs in one process; a sharded head uses the fused engine")
-        z, stats = self.logits(f, weight, bias, T, cols, weight_norm=weight_norm, others=others)
-        # at least float32 (bf16 logits), but float64 stays float64 (gradcheck, exact comparisons)
-        return F.cross_entropy(z.to(work_dtype(z.dtype)), cols), stats
 
 
 class _TargetRows(torch.autograd.Function):
@@ -122,65 +148,138 @@ class _TargetRows(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, weight, idx, link):
-        ctx.link, ctx.shape = link, weight.shape
+    def forward(ctx, weight, idx, link, K):
+        ctx.link, ctx.shape, ctx.K = link, weight.shape, K
         ctx.save_for_backward(idx)
-        return weight.detach()[idx]
+        return _class_rows(weight.detach(), K)[idx]
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad):
         (idx,) = ctx.saved_tensors
         gW = ctx.link.pop("grad_weight", None)
-        if gW is not None and gW.shape == ctx.shape:
-            gW.index_add_(0, idx, grad.to(gW.dtype))
-            return None, None, None
-        out = grad.new_zeros(ctx.shape)
-        out.index_add_(0, idx, grad)
-        return out, None, None
+        if gW is None or gW.shape != ctx.shape:
+            gW = grad.new_zeros(ctx.shape)
+            _class_rows(gW, ctx.K).index_add_(0, idx, grad)
+            return gW, None, None, None
+        _class_rows(gW, ctx.K).index_add_(0, idx, grad.to(gW.dtype))
+        return None, None, None, None
+
+
+class _Blocks:
+    """The logits of class blocks ``[lo, hi)`` and the chain rule back through them.
+
+    ``z = pool_K(k_j·(f·W_j)) → others → + b_j``: the GEMM against the raw rows, the per-row
+    factor ``k = 1/‖W_row‖`` applied in place, max-pooling over the ``K`` rows of each class
+    (sub-center heads; the arg-max is kept for backward), the margin's non-target transform
+    (differentiated with autograd on the block) and the bias.
+    """
+
+    def __init__(self, f, weight, bias, weight_norm, K, others, dtype):
+        self.dtype, self.wk = dtype, work_dtype(dtype)
+        self.fd = f.detach().to(dtype)
+        self.Wd = weight.detach().to(dtype)
+        self.bd = None if bias is None else bias.detach().to(dtype)
+        self.K, self.others, self.weight_norm = int(K), others, bool(weight_norm)
+        self.rowf = None
+        if weight_norm:
+            self.rowf = (1.0 / torch.linalg.vector_norm(self.Wd, dim=1, dtype=self.wk).clamp_min(NORM_EPS)).to(dtype)
+        self.n = self.Wd.shape[0] // self.K
+
+    def plain(self, lo, hi):
+        """``(z_pre, arg)``: pooled ``k_j·(f·W_j)`` before the transform and bias (arg: pooled rows)."""
+        K = self.K
+        z = torch.mm(self.fd, self.Wd[lo * K:hi * K].t())
+        if self.rowf is not None:
+            z.mul_(self.rowf[lo * K:hi * K])
+        if K == 1:
+            return z, None
+        z, arg = z.view(z.shape[0], hi - lo, K).max(dim=2)
+        return z, arg
+
+    def finish(self, z_pre, lo, hi):
+        """The final logits of a block from ``z_pre`` (a new tensor when a transform applies)."""
+        z = z_pre if self.others is None else self.others(z_pre)
+        if self.bd is not None:
+            z = z.add_(self.bd[lo:hi]) if z is z_pre else z + self.bd[lo:hi]
+        return z
+
+    def backprop(self, G, z_pre, arg, lo, hi, grads):
+        """Accumulate the gradients of ``sum(G ∘ z)`` for a block into ``grads`` (f, W, b)."""
+        K = self.K
+        if grads.get("b") is not None:
+            grads["b"][lo:hi] = G.sum(dim=0, dtype=self.wk)
+        if self.others is not None:
+            with torch.enable_grad():
+                zp = z_pre.detach().requires_grad_(True)
+                (G,) = torch.autograd.grad(self.others(zp), zp, G)
+        if K > 1:  # back to the arg-max sub-center of every class
+            full = G.new_zeros(G.shape[0], hi - lo, K)
+            full.scatter_(2, arg.unsqueeze(2), G.unsqueeze(2))
+            G = full.view(G.shape[0], (hi - lo) * K)
+        r0, r1 = lo * K, hi * K
+        if self.rowf is not None:
+            G = G.mul_(self.rowf[r0:r1]) if G.is_contiguous() else G * self.rowf[r0:r1]
+        if grads.get("need_f"):
+            part = torch.mm(G, self.Wd[r0:r1])
+            grads["f"] = part if grads.get("f") is None else grads["f"].add_(part)
+        if grads.get("W") is not None:
+            q = grads["W"][r0:r1]
+            torch.mm(G.t(), self.fd, out=q)
+            if self.weight_norm:
+                Wb = self.Wd[r0:r1]
+                dots = torch.bmm(q.unsqueeze(1), Wb.unsqueeze(2)).view(-1).to(self.wk)
+                a = self.rowf[r0:r1].to(self.wk)
+                # d(W/‖W‖): remove the radial part (F.normalize's clamp: none where ‖W_j‖ ≤ eps)
+                proj = dots * a * a * ((1.0 / a) > NORM_EPS)
+                q.addcmul_(Wb, proj.to(self.dtype).unsqueeze(1), value=-1.0)
+
+
+def _grad_buffers(ctx, blocks, bias, need_f, need_w, need_b):
+    return {"need_f": need_f, "f": None,
+            "W": torch.empty_like(blocks.Wd) if need_w else None,
+            "b": torch.zeros(blocks.n, dtype=blocks.wk, device=blocks.Wd.device) if (need_b and bias is not None) else None}
+
+
+def _finish_grads(grads, f, weight, bias, link):
+    grad_f = grad_w = grad_b = None
+    if grads["need_f"]:
+        grad_f = (grads["f"] if grads["f"] is not None else torch.zeros_like(f)).to(f.dtype)
+    if grads["W"] is not None:
+        grad_w = grads["W"].to(weight.dtype)
+        if link is not None:
+            link["grad_weight"] = grad_w
+    if grads["b"] is not None:
+        grad_b = grads["b"].to(bias.dtype)
+    return grad_f, grad_w, grad_b
 
 
 class BlockSoftmaxCE(torch.autograd.Function):
     """Mean cross-entropy over class blocks (see the module docstring).
 
-    ``apply(f, weight, bias, T, cols, weight_norm, chunk_size, reducer, others, link, compute_dtype)``
+    ``apply(f, weight, bias, T, cols, weight_norm, chunk_size, reducer, others, link, compute_dtype, K)``
     returns ``(loss, target_plain, target_margin, other_max)``; only ``loss`` is differentiable
     (in ``f``, ``weight``, ``bias`` and ``T``). ``compute_dtype`` is the dtype of the GEMMs and of
-    the logits buffer (autocast); the log-sum-exp runs in at least float32.
+    the logits buffer (autocast); the log-sum-exp runs in at least float32. ``K`` rows per class
+    are max-pooled (sub-center heads).
     """
 
     @staticmethod
-    def forward(ctx, f, weight, bias, T, cols, weight_norm, chunk_size, reducer, others, link, compute_dtype):
+    def forward(ctx, f, weight, bias, T, cols, weight_norm, chunk_size, reducer, others, link, compute_dtype, K=1):
         with torch.autocast(f.device.type, enabled=False):
             return BlockSoftmaxCE._forward(ctx, f, weight, bias, T, cols, weight_norm, chunk_size, reducer, others,
-                                           link, compute_dtype)
+                                           link, compute_dtype, K)
 
     @staticmethod
-    def _forward(ctx, f, weight, bias, T, cols, weight_norm, chunk_size, reducer, others, link, compute_dtype):
+    def _forward(ctx, f, weight, bias, T, cols, weight_norm, chunk_size, reducer, others, link, compute_dtype, K):
         dtype = compute_dtype or torch.promote_types(f.dtype, weight.dtype)
-        wk = work_dtype(dtype)
-        B, n = f.shape[0], weight.shape[0]
-        dev = f.device
-        fd = f.detach().to(dtype)
-        Wd = weight.detach().to(dtype)
-        bd = None if bias is None else bias.detach().to(dtype)
-        colf = None
-        if weight_norm:
-            colf = (1.0 / torch.linalg.vector_norm(Wd, dim=1, dtype=wk).clamp_min(NORM_EPS)).to(dtype)
+        blocks = _Blocks(f, weight, bias, weight_norm, K, others, dtype)
+        wk, n, B, dev = blocks.wk, blocks.n, f.shape[0], f.device
         Tw = None if T is None else T.detach().to(wk)
         rows_o = (cols >= 0).nonzero().flatten()
         cols_o = cols[rows_o]
-
-        def block(lo, hi):
-            z = torch.mm(fd, Wd[lo:hi].t())
-            if colf is not None:
-                z.mul_(colf[lo:hi])
-            if bd is not None:
-                z.add_(bd[lo:hi])
-            return z
-
         step = n if (chunk_size is None or chunk_size >= n) else int(chunk_size)
-        keep_buffer = step >= n and others is None
+        keep_buffer = step >= n
         target_plain = torch.zeros(B, dtype=wk, device=dev)
         other_max = torch.full((B,), -math.inf, dtype=wk, device=dev)
         run_m = torch.full((B,), -math.inf, dtype=wk, device=dev)
@@ -189,12 +288,14 @@ class BlockSoftmaxCE(torch.autograd.Function):
         neg_inf = torch.tensor(-math.inf, dtype=dtype, device=dev)
         for lo in range(0, n, max(step, 1)):
             hi = min(n, lo + step)
-            z = block(lo, hi)
+            z_pre, arg = blocks.plain(lo, hi)
             inb = (cols_o >= lo) & (cols_o < hi)
             r, c = rows_o[inb], cols_o[inb] - lo
-            target_plain[r] = z[r, c].to(wk)
-            if others is not None:
-                z = others(z)
+            target_plain[r] = z_pre[r, c].to(wk)
+            if blocks.bd is not None:
+                target_plain[r] += blocks.bd[lo:hi][c].to(wk)
+            saved = (z_pre.clone(), arg) if (keep_buffer and others is not None) else (None, arg)
+            z = blocks.finish(z_pre, lo, hi)
             t_here = z[r, c] if Tw is None else Tw[r].to(dtype)
             z[r, c] = neg_inf
             if hi > lo:
@@ -207,8 +308,8 @@ class BlockSoftmaxCE(torch.autograd.Function):
             S = S + z.sum(dim=1, dtype=wk) * torch.exp(m_d.to(wk) - new_m)
             run_m = new_m
             if keep_buffer:
-                buffer = z
-            del z
+                buffer = (z, saved)
+            del z, z_pre
         local_m = run_m
         included = (cols >= 0).to(wk)  # whether T_i entered the log-sum-exp (on some rank)
         if _world(reducer) > 1:
@@ -227,9 +328,9 @@ class BlockSoftmaxCE(torch.autograd.Function):
 
         ctx.save_for_backward(f, weight, bias, T)
         ctx.has_T = T is not None
-        ctx.meta = dict(dtype=dtype, wk=wk, fd=fd, Wd=Wd, colf=colf, rows_o=rows_o, cols_o=cols_o, Tw=Tw,
-                        lse=lse, included=included, local_m=local_m, buffer=buffer, single=keep_buffer, step=max(step, 1), block=block, others=others,
-                        link=link, weight_norm=weight_norm, device_type=dev.type)
+        ctx.meta = dict(blocks=blocks, rows_o=rows_o, cols_o=cols_o, Tw=Tw, lse=lse, included=included,
+                        local_m=local_m, buffer=buffer, single=keep_buffer, step=max(step, 1), link=link,
+                        device_type=dev.type)
         target_margin = Tw.clone()
         ctx.mark_non_differentiable(target_plain, target_margin, other_max)
         return loss, target_plain, target_margin, other_max
@@ -244,18 +345,14 @@ class BlockSoftmaxCE(torch.autograd.Function):
     def _backward(ctx, grad_loss):
         f, weight, bias, T = ctx.saved_tensors
         m = ctx.meta
-        dtype, wk, fd, Wd, colf = m["dtype"], m["wk"], m["fd"], m["Wd"], m["colf"]
-        rows_o, cols_o, lse, others = m["rows_o"], m["cols_o"], m["lse"], m["others"]
+        blocks, rows_o, cols_o, lse = m["blocks"], m["rows_o"], m["cols_o"], m["lse"]
+        dtype, wk, n = blocks.dtype, blocks.wk, blocks.n
         need_f, need_w, need_b, need_T = ctx.needs_input_grad[:4]
         need_T = need_T and ctx.has_T
-        need_b = need_b and bias is not None
-        B, n = fd.shape[0], Wd.shape[0]
+        B = f.shape[0]
         coef = grad_loss.detach().to(wk) / B  # ∂(mean)/∂(per-sample loss)
         gT = coef * (m["included"] * torch.exp(m["Tw"] - lse) - 1.0) if ctx.has_T else None
-
-        gW = torch.empty_like(Wd) if need_w else None
-        gb = torch.zeros(n, dtype=wk, device=fd.device) if need_b else None
-        gf = None
+        grads = _grad_buffers(ctx, blocks, bias, need_f, need_w, need_b)
         buffer = m["buffer"]
         m["buffer"] = None  # a second backward (retain_graph) recomputes instead
         for lo in range(0, n, m["step"]):
@@ -264,18 +361,19 @@ class BlockSoftmaxCE(torch.autograd.Function):
             r, c = rows_o[inb], cols_o[inb] - lo
             if m["single"]:
                 if buffer is None:  # a second backward: rebuild exactly what forward kept
-                    buffer = m["block"](lo, hi)
-                    buffer[r, c] = m["Tw"][r].to(dtype)
-                    buffer.sub_(m["local_m"].to(dtype).unsqueeze(1)).exp_()
-                G = buffer  # exp(z − local max), in place: p = G·exp(local max − lse)
+                    z_pre, arg = blocks.plain(lo, hi)
+                    saved = (z_pre.clone() if blocks.others is not None else None, arg)
+                    z = blocks.finish(z_pre, lo, hi)
+                    z[r, c] = m["Tw"][r].to(dtype)
+                    z.sub_(m["local_m"].to(dtype).unsqueeze(1)).exp_()
+                    buffer = (z, saved)
+                G, (z_pre, arg) = buffer
+                # exp(z − local max), in place: p = G·exp(local max − lse)
                 G.mul_((coef * torch.exp(m["local_m"] - lse)).to(dtype).unsqueeze(1))
                 buffer = None
             else:
-                z = m["block"](lo, hi)
-                z_pre = z if others is None else None
-                if others is not None:
-                    z_pre = z.clone()
-                    z = others(z)
+                z_pre, arg = blocks.plain(lo, hi)
+                z = blocks.finish(z_pre.clone() if blocks.others is not None else z_pre, lo, hi)
                 z[r, c] = m["Tw"][r].to(dtype)
                 if dtype == wk:
                     G = z.sub_(lse.unsqueeze(1)).exp_().mul_(coef)
@@ -285,41 +383,77 @@ class BlockSoftmaxCE(torch.autograd.Function):
                 G[r, c] = 0  # the target entries reach the inputs through T
             else:
                 G[r, c] -= coef.to(dtype)  # p − 1 at the target
-            if others is not None:
-                with torch.enable_grad():
-                    zp = z_pre.detach().requires_grad_(True)
-                    (G,) = torch.autograd.grad(others(zp), zp, G)
-            if need_b:
-                gb[lo:hi] = G.sum(dim=0, dtype=wk)
-            if colf is not None:
-                G.mul_(colf[lo:hi])
-            if need_f:
-                part = torch.mm(G, Wd[lo:hi])
-                gf = part if gf is None else gf.add_(part)
-            if need_w:
-                q = gW[lo:hi]
-                torch.mm(G.t(), fd, out=q)
-                if m["weight_norm"]:
-                    Wb = Wd[lo:hi]
-                    dots = torch.bmm(q.unsqueeze(1), Wb.unsqueeze(2)).view(-1).to(wk)
-                    a = colf[lo:hi].to(wk)
-                    wn = 1.0 / a
-                    # d(W/‖W‖): remove the radial part (F.normalize's clamp: none where ‖W_j‖ ≤ eps)
-                    proj = dots * a * a * (wn > NORM_EPS)
-                    q.addcmul_(Wb, proj.to(dtype).unsqueeze(1), value=-1.0)
+            blocks.backprop(G, z_pre, arg, lo, hi, grads)
             del G
-        grad_f = grad_w = grad_b = grad_T = None
-        if need_f:
-            grad_f = (gf if gf is not None else torch.zeros_like(fd)).to(f.dtype)
-        if need_w:
-            grad_w = gW.to(weight.dtype)
-            if m["link"] is not None:
-                m["link"]["grad_weight"] = grad_w
-        if need_b:
-            grad_b = gb.to(bias.dtype)
-        if need_T:
-            grad_T = gT.to(T.dtype)
-        return grad_f, grad_w, grad_b, grad_T, None, None, None, None, None, None, None
+        grad_f, grad_w, grad_b = _finish_grads(grads, f, weight, bias, m["link"])
+        grad_T = gT.to(T.dtype) if need_T else None
+        return grad_f, grad_w, grad_b, grad_T, None, None, None, None, None, None, None, None
+
+
+class BlockBinary(torch.autograd.Function):
+    """Sum of ``neg(z_ij)`` over the non-target logits of class blocks (sigmoid heads).
+
+    ``apply(f, weight, bias, cols, weight_norm, chunk_size, others, neg, link, compute_dtype, K)``
+    returns ``(total, target_plain, other_max)`` for this process's classes; ``neg`` is an
+    elementwise function (differentiated with autograd, block by block). Nothing of size
+    ``(B, C)`` is kept: backward recomputes the blocks.
+    """
+
+    @staticmethod
+    def forward(ctx, f, weight, bias, cols, weight_norm, chunk_size, others, neg, link, compute_dtype, K=1):
+        with torch.autocast(f.device.type, enabled=False):
+            dtype = compute_dtype or torch.promote_types(f.dtype, weight.dtype)
+            blocks = _Blocks(f, weight, bias, weight_norm, K, others, dtype)
+            wk, n, B, dev = blocks.wk, blocks.n, f.shape[0], f.device
+            rows_o = (cols >= 0).nonzero().flatten()
+            cols_o = cols[rows_o]
+            step = max(1, n if (chunk_size is None or chunk_size >= n) else int(chunk_size))
+            target_plain = torch.zeros(B, dtype=wk, device=dev)
+            other_max = torch.full((B,), -math.inf, dtype=wk, device=dev)
+            total = torch.zeros((), dtype=wk, device=dev)
+            for lo in range(0, n, step):
+                hi = min(n, lo + step)
+                z_pre, _ = blocks.plain(lo, hi)
+                inb = (cols_o >= lo) & (cols_o < hi)
+                r, c = rows_o[inb], cols_o[inb] - lo
+                target_plain[r] = z_pre[r, c].to(wk)
+                if blocks.bd is not None:
+                    target_plain[r] += blocks.bd[lo:hi][c].to(wk)
+                z = blocks.finish(z_pre, lo, hi).to(wk)
+                vals = neg(z)
+                vals[r, c] = 0
+                total = total + vals.sum()
+                z[r, c] = -math.inf
+                other_max = torch.maximum(other_max, z.amax(dim=1))
+            ctx.save_for_backward(f, weight, bias)
+            ctx.meta = dict(blocks=blocks, rows_o=rows_o, cols_o=cols_o, step=step, neg=neg, link=link,
+                            device_type=dev.type)
+            ctx.mark_non_differentiable(target_plain, other_max)
+            return total, target_plain, other_max
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_total, _g1=None, _g2=None):
+        with torch.autocast(ctx.meta["device_type"], enabled=False):
+            f, weight, bias = ctx.saved_tensors
+            m = ctx.meta
+            blocks = m["blocks"]
+            need_f, need_w, need_b = ctx.needs_input_grad[:3]
+            grads = _grad_buffers(ctx, blocks, bias, need_f, need_w, need_b)
+            for lo in range(0, blocks.n, m["step"]):
+                hi = min(blocks.n, lo + m["step"])
+                inb = (m["cols_o"] >= lo) & (m["cols_o"] < hi)
+                r, c = m["rows_o"][inb], m["cols_o"][inb] - lo
+                z_pre, arg = blocks.plain(lo, hi)
+                z = blocks.finish(z_pre.clone() if blocks.others is not None else z_pre, lo, hi)
+                with torch.enable_grad():
+                    zz = z.detach().to(blocks.wk).requires_grad_(True)
+                    (G,) = torch.autograd.grad(m["neg"](zz), zz, torch.full_like(zz, 1.0) * grad_total.to(blocks.wk))
+                G = G.to(blocks.dtype)
+                G[r, c] = 0
+                blocks.backprop(G, z_pre, arg, lo, hi, grads)
+            grad_f, grad_w, grad_b = _finish_grads(grads, f, weight, bias, m["link"])
+            return grad_f, grad_w, grad_b, None, None, None, None, None, None, None, None
 
 
 class FusedEngine(Engine):
@@ -328,24 +462,39 @@ class FusedEngine(Engine):
     name = "fused"
     supports_group = True
 
-    def target_rows(self, weight: Tensor, idx: Tensor):
+    def target_rows(self, weight: Tensor, idx: Tensor, rows_per_class: int = 1):
         if not weight.requires_grad:
-            return weight[idx], None
+            return _class_rows(weight, rows_per_class)[idx], None
         link = {}
-        return _TargetRows.apply(weight, idx, link), link
+        return _TargetRows.apply(weight, idx, link, int(rows_per_class)), link
 
     def __call__(self, f, weight, bias, T, cols, *, weight_norm, link=None, others=None, reducer=None,
-                 chunk_size: Optional[int] = None, **options):
+                 rows_per_class: int = 1, chunk_size: Optional[int] = None, **options):
+        self._check(f, chunk_size, options)
+        loss, target_plain, target_margin, other_max = BlockSoftmaxCE.apply(
+            f, weight, bias, T, cols.to(torch.long), bool(weight_norm), chunk_size, reducer, others, link,
+            _autocast_dtype(f.device.type), int(rows_per_class))
+        return loss, MarginStats(target_plain, target_margin, other_max)
+
+    def binary(self, f, weight, bias, cols, neg, *, weight_norm, link=None, others=None, reducer=None,
+               rows_per_class: int = 1, chunk_size: Optional[int] = None, **options):
+        self._check(f, chunk_size, options)
+        total, target_plain, other_max = BlockBinary.apply(
+            f, weight, bias, cols.to(torch.long), bool(weight_norm), chunk_size, others, neg, link,
+            _autocast_dtype(f.device.type), int(rows_per_class))
+        if _world(reducer) > 1:
+            other_max = reducer.all_reduce(other_max.clone(), "max", "all_reduce(MAX of logits)")
+            target_plain = reducer.all_reduce(target_plain.clone(), "sum", "all_reduce(SUM of targets)")
+        return total, target_plain, other_max
+
+    @staticmethod
+    def _check(f, chunk_size, options):
         if options:
             raise ValueError(f"fused engine: unknown option(s) {', '.join(sorted(options))}; known: chunk_size")
         if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1):
             raise ValueError(f"fused engine: chunk_size must be a positive integer or None, got {chunk_size!r}")
         if f.shape[0] == 0:
             raise ValueError("fused engine: empty batch (0 embeddings); at least one sample is needed")
-        loss, target_plain, target_margin, other_max = BlockSoftmaxCE.apply(
-            f, weight, bias, T, cols.to(torch.long), bool(weight_norm), chunk_size, reducer, others, link,
-            _autocast_dtype(f.device.type))
-        return loss, MarginStats(target_plain, target_margin, other_max)
 
 
 ENGINES.register("plain")(PlainEngine())

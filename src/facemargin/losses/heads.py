@@ -133,6 +133,8 @@ class MarginHead(nn.Module):
         backend_options: passed to the engine (``chunk_size`` of the fused engine).
         store: where the rows live (:class:`~facemargin.losses.stores.DenseStore` by default; a
             sharded store splits them across ranks).
+        rows_per_class: ``K`` weight rows per class (sub-centers; the class cosine is the best of
+            them). ``weight`` is then ``(C·K, D)`` with class ``j`` in rows ``j·K … j·K+K−1``.
 
     The trainer talks to a head through :meth:`init_weights`, :meth:`param_groups` and
     :meth:`step_stats` only.
@@ -153,6 +155,7 @@ class MarginHead(nn.Module):
         backend: Optional[str] = None,
         backend_options: Optional[dict] = None,
         store: Optional[WeightStore] = None,
+        rows_per_class: int = 1,
     ):
         super().__init__()
         if int(embedding_size) <= 0 or int(num_classes) <= 0:
@@ -166,6 +169,9 @@ class MarginHead(nn.Module):
         if spec.margin.needs_lambda and schedule is None and spec.margin.active:
             raise ValueError(f"{type(spec.margin).__name__} reads λ: the head needs a LambdaSchedule")
         self.embedding_size, self.num_classes = int(embedding_size), int(num_classes)
+        if int(rows_per_class) < 1:
+            raise ValueError(f"rows_per_class must be a positive integer, got {rows_per_class!r}")
+        self.rows_per_class = int(rows_per_class)
         self.spec = spec
         self.margin = spec.margin
         self.store = store if store is not None else DenseStore()
@@ -186,8 +192,6 @@ class MarginHead(nn.Module):
         self.last_regularizer: Optional[float] = None
         self.store.initialize(self)
 
-    #: weight rows per class (sub-center heads hold several)
-    rows_per_class = 1
     #: options every preset passes through to the head (besides its own hyper-parameters)
     PASSTHROUGH = ("learn_scale", "bias", "triplet", "semihard", "replace_prob", "backend", "backend_options", "store")
 
@@ -261,7 +265,7 @@ class MarginHead(nn.Module):
     def _context(self, x: Tensor, y: Tensor, weight: Tensor, cols: Tensor, training: bool):
         """The margin context of the (gathered) batch, the owned rows and their target rows."""
         rows = (cols >= 0).nonzero().flatten()
-        w_rows, link = self.engine.target_rows(weight, cols[rows])
+        w_rows, link = self.engine.target_rows(weight, cols[rows], self.rows_per_class)
         c_loc, _, _ = target_cosines(x.detach()[rows], w_rows.detach())
         cos_t = self.store.all_sum(torch.zeros(x.shape[0], dtype=c_loc.dtype, device=x.device).index_put((rows,), c_loc))
         ctx = MarginContext(labels=y, norm=torch.linalg.vector_norm(x, dim=1), cos_target=cos_t, training=training,
@@ -298,22 +302,24 @@ class MarginHead(nn.Module):
         else:
             check_batch(x, y, self.embedding_size, self.num_classes, type(self).__name__)
         plain = ENGINES.get("plain")
-        weight, bias = self._class_weight(x), self.bias
+        weight, bias = self.weight, self._column_bias()
         s = self._scale_arg()
         f = features(x, self.spec, s)
+        K = self.rows_per_class
         if y is None:
-            z, _ = plain.logits(f, weight, bias, None, None, weight_norm=self.spec.weight_norm)
+            z, _ = plain.logits(f, weight, bias, None, None, weight_norm=self.spec.weight_norm, rows_per_class=K)
             return z
         y = y.to(torch.long)
         ctx, rows, w_rows, _ = self._context(x, y, weight, y, training=False)
         self.margin.prepare(ctx)
         T = self._target(x, ctx, rows, w_rows, bias, y, s)
-        z, _ = plain.logits(f, weight, bias, T, y, weight_norm=self.spec.weight_norm, others=self._others(ctx, s))
+        z, _ = plain.logits(f, weight, bias, T, y, weight_norm=self.spec.weight_norm, others=self._others(ctx, s),
+                            rows_per_class=K)
         return z
 
-    def _class_weight(self, x: Tensor) -> Tensor:
-        """The ``(C, D)`` rows the logits use (sub-center heads pool theirs)."""
-        return self.weight
+    def _column_bias(self) -> Optional[Tensor]:
+        """The per-column bias the logits add (heads with a shared scalar bias expand it)."""
+        return self.bias
 
     def forward(self, x: Tensor, y: Tensor) -> Tensor:
         check_batch(x, y, self.embedding_size, self.num_classes, type(self).__name__)
@@ -332,8 +338,9 @@ class MarginHead(nn.Module):
         holder = {}
         if self.semihard and training:
             x = _GradMask.apply(x, holder)
+        self._before_forward(training)
         weight = self.weight.detach() if self.triplet else self.weight
-        weight, bias, cols = store.select(self, weight, self.bias, local, training)
+        weight, bias, cols = store.select(self, weight, self._column_bias(), local, training)
         ctx, rows, w_rows, link = self._context(x, y, weight, cols, training)
         if training:
             with torch.no_grad():
@@ -342,8 +349,7 @@ class MarginHead(nn.Module):
         s = self._scale_arg()
         T = self._target(x, ctx, rows, w_rows, bias, cols, s)
         f = features(x, self.spec, s)
-        loss, stats = self.engine(f, weight, bias, T, cols, weight_norm=self.spec.weight_norm, link=link,
-                                  others=self._others(ctx, s), reducer=store.reducer, **self.backend_options)
+        loss, stats = self._loss(f, weight, bias, T, cols, link, self._others(ctx, s), x)
         reg = self.margin.regularizer(ctx)
         if reg is not None:
             self.last_regularizer = float(reg.detach())
@@ -352,6 +358,14 @@ class MarginHead(nn.Module):
         if self.semihard and training:
             holder["mask"] = stats.semihard_mask(self.margin.active)
         return loss
+
+    def _before_forward(self, training: bool) -> None:
+        """Hook run at the start of every forward (e.g. renormalising rows in place)."""
+
+    def _loss(self, f, weight, bias, T, cols, link, others, x):
+        """The engine's softmax cross-entropy; sigmoid heads override this."""
+        return self.engine(f, weight, bias, T, cols, weight_norm=self.spec.weight_norm, link=link, others=others,
+                           reducer=self.store.reducer, rows_per_class=self.rows_per_class, **self.backend_options)
 
     def extra_repr(self):
         s = f"embedding_size={self.embedding_size}, num_classes={self.num_classes}, feature={self.spec.feature!r}, " \

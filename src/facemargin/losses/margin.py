@@ -342,12 +342,22 @@ class MarginStats(NamedTuple):
 
 
 def target_cosines(x: Tensor, w: Tensor):
-    """``(cos, ‖x‖, ‖w‖)`` of row pairs ``(x_i, w_i)`` in at least float32 (cos clamped to [-1, 1])."""
+    """``(cos, ‖x‖, ‖w‖)`` of row pairs ``(x_i, w_i)`` in at least float32 (cos clamped to [-1, 1]).
+
+    ``w`` may be ``(n, K, D)``: ``K`` sub-center rows per class, of which the one closest to
+    ``x_i`` counts (``cos = max_k``; the gradient reaches that row only).
+    """
     wk = work_dtype(torch.promote_types(x.dtype, w.dtype))
     x, w = x.to(wk), w.to(wk)
     xn = torch.linalg.vector_norm(x, dim=1)
-    wn = torch.linalg.vector_norm(w, dim=1)
-    c = ((x / xn.clamp_min(NORM_EPS).unsqueeze(1)) * (w / wn.clamp_min(NORM_EPS).unsqueeze(1))).sum(1)
+    xh = x / xn.clamp_min(NORM_EPS).unsqueeze(1)
+    wn = torch.linalg.vector_norm(w, dim=-1)
+    if w.dim() == 3:
+        c = (xh.unsqueeze(1) * (w / wn.clamp_min(NORM_EPS).unsqueeze(2))).sum(2)
+        c, k = c.max(dim=1)
+        wn = wn.gather(1, k.unsqueeze(1)).squeeze(1)
+    else:
+        c = (xh * (w / wn.clamp_min(NORM_EPS).unsqueeze(1))).sum(1)
     return c.clamp(-1.0, 1.0), xn, wn
 
 
