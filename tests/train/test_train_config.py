@@ -119,3 +119,39 @@ def test_dump_toml_round_trip():
     back = tomllib.loads(dump_toml(cfg))
     assert back == cfg
     assert tomllib.loads(dump_toml(DEFAULTS)) == DEFAULTS
+
+
+@pytest.mark.parametrize("override,message", [
+    ("optim.lr=abc", "'optim.lr' must be a number, got 'abc'"),
+    ("optim.lr=[0.1, 0.2]", "'optim.lr' must be a number, got [0.1, 0.2]"),
+    ("train.steps=1.5", "'train.steps' must be an integer, got 1.5"),
+    ("train.steps=true", "'train.steps' must be an integer, got True"),
+    ("data.flip=1", "'data.flip' must be true or false, got 1"),
+    ("data.train_classes=[0, 'x']", "'data.train_classes' must be a list of integers"),
+    ("optim.milestones=0.5", "'optim.milestones' must be a list of numbers, got 0.5"),
+    ("model.params=3", "'model.params' must be a table, got 3"),
+])
+def test_override_values_are_type_checked_naming_the_key(override, message):
+    with pytest.raises(ConfigError) as e:
+        load_config(None, [override])
+    assert message in str(e.value)
+
+
+def test_type_checks_keep_numbers_and_text_settings_usable(tmp_path):
+    cfg = load_config(None, ["optim.lr=1", "data.root=2024", "optim.milestones=[1, 300]"])
+    assert cfg["optim"]["lr"] == 1.0 and type(cfg["optim"]["lr"]) is float  # an int widens to a float
+    assert cfg["data"]["root"] == "2024"  # a text setting keeps the text as typed
+    assert cfg["optim"]["milestones"] == [1.0, 300.0]
+    f = tmp_path / "t.toml"
+    f.write_text('[optim]\nlr = "fast"\n')
+    with pytest.raises(ConfigError, match=r"'optim\.lr' must be a number, got 'fast'"):
+        load_config(str(f))
+    f.write_text('[loss]\nname = "arcface"\n[loss.params]\ns = "free-form"\n')
+    assert load_config(str(f))["loss"]["params"] == {"s": "free-form"}  # hyper-parameters: the head checks them
+
+
+def test_cli_reports_a_bad_value_naming_the_key(capsys):
+    from facemargin.cli import main
+
+    assert main(["train", "--set", "optim.lr=abc", "--print-config"]) == 2
+    assert "config key 'optim.lr' must be a number, got 'abc'" in capsys.readouterr().err

@@ -16,6 +16,7 @@ from __future__ import annotations
 import ast
 import copy
 import json
+import math
 import tomllib
 from pathlib import Path
 from typing import Any, Dict, Iterable, Optional
@@ -83,7 +84,7 @@ def _merge(base: Dict[str, Any], update: Dict[str, Any], where: str, free: bool 
             # free-form tables: hyper-parameters passed through to constructors
             _merge(base[key], value, path, free=free or key == "params")
         else:
-            base[key] = value
+            base[key] = value if free or key not in base else checked(path, base[key], value)
 
 
 def load_config(path: Optional[str] = None, overrides: Iterable[str] = (), base: Optional[Dict] = None) -> Dict[str, Any]:
@@ -128,7 +129,52 @@ def apply_override(cfg: Dict[str, Any], item: str) -> None:
     free = "params" in parts[:-1]
     if parts[-1] not in node and not free:
         raise ConfigError(f"unknown config key {key!r} in override {item!r}; known: {', '.join(sorted(node))}")
-    node[parts[-1]] = parse_value(value)
+    parsed = parse_value(value)
+    if not free:
+        if isinstance(node[parts[-1]], str) and not isinstance(parsed, str):
+            parsed = value  # a text setting keeps the text as typed (data.root=2024 is a folder name)
+        parsed = checked(key.strip(), node[parts[-1]], parsed)
+    node[parts[-1]] = parsed
+
+
+def _kind(default: Any) -> str:
+    if isinstance(default, bool):
+        return "true or false"
+    if isinstance(default, int):
+        return "an integer"
+    if isinstance(default, float):
+        return "a number"
+    if isinstance(default, str):
+        return "a string"
+    if isinstance(default, dict):
+        return "a table"
+    return "a list"
+
+
+def checked(key: str, default: Any, value: Any) -> Any:
+    """``value`` for the setting ``key`` if it has the type of its default (ints widen to floats,
+    list items are checked against the default's items); else a :class:`ConfigError` naming the key."""
+    def fits(d, v):
+        if isinstance(d, bool):
+            return isinstance(v, bool)
+        if isinstance(d, int):
+            return isinstance(v, int) and not isinstance(v, bool)
+        if isinstance(d, float):
+            return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+        if isinstance(d, (list, tuple)):
+            return isinstance(v, (list, tuple)) and (not d or all(fits(d[0], x) for x in v))
+        return isinstance(v, type(d))
+
+    if not fits(default, value):
+        what = _kind(default)
+        if isinstance(default, (list, tuple)) and default:
+            what += f" of {_kind(default[0]).replace('an ', '').replace('a ', '')}s"
+        raise ConfigError(f"config key {key!r} must be {what}, got {value!r}")
+    if isinstance(default, float):
+        return float(value)
+    if isinstance(default, (list, tuple)) and default and isinstance(default[0], float):
+        return [float(x) for x in value]
+    return value
 
 
 def dump_toml(cfg: Dict[str, Any]) -> str:
