@@ -12,6 +12,7 @@ from typing import List, Optional
 
 _COMMAND_MODULES = [
     "facemargin.train.cli",     # train
+    "facemargin.train.clean_cli",  # clean
     "facemargin.bench.cli",     # bench (the main job), glyphs
     "facemargin.eval.cli",      # eval, embed, verify
     "facemargin.align.cli",     # align
