@@ -2,7 +2,7 @@
 
 ``estimate_transform(landmarks5, template="arcface", size=112)`` gives the ``(2, 3)`` matrix,
 ``norm_crop(image, landmarks5, size=112, template="arcface")`` the aligned crop. Templates:
-``arcface`` (112x112), ``sphereface`` (96x112) and the seed's ``ec_mc``; see :func:`templates`.
+``arcface`` (112x112), ``sphereface`` (96x112) and the ATL write-up's ``ec_mc``; see :func:`templates`.
 """
 from .templates import ARCFACE_112, SPHEREFACE_96x112, output_shape, reference_points, templates
 from .transform import (EC_MC_Y, EC_Y, ec_mc_transform, estimate_transform, norm_crop, transform_points,

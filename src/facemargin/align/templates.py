@@ -10,7 +10,7 @@ Landmark order everywhere: left eye, right eye, nose tip, left mouth corner, rig
   are not multiples of 112 differently, as a 128-pixel frame with an x shift; we scale uniformly).
 * ``sphereface``: the 96x112 (width x height) points of SphereFace. ``size`` is the crop height;
   points scale by ``size/112`` and the width is ``round(96 * size/112)``.
-* ``ec_mc``: the seed's eye-centre/mouth-centre alignment (not a point template; see
+* ``ec_mc``: the ATL write-up's eye-centre/mouth-centre alignment (not a point template; see
   :func:`facemargin.align.ec_mc_transform`).
 """
 from __future__ import annotations
@@ -30,7 +30,7 @@ SPHEREFACE_96x112 = np.array([[30.2946, 51.6963], [65.5318, 51.5014], [48.0252, 
 _DESCRIPTIONS: Dict[str, str] = {
     "arcface": "insightface ArcFace 5-point template, size x size crop (112x112 by default)",
     "sphereface": "SphereFace 5-point template, 96x112 (width x height) crop, scaled with size/112",
-    "ec_mc": "eye-centre/mouth-centre alignment of the seed: eyes level, eye-to-mouth-centre distance "
+    "ec_mc": "eye-centre/mouth-centre alignment of the ATL write-up: eyes level, eye-to-mouth-centre distance "
              "ec_mc_y=40 and eye centre at row ec_y=48 of a 112x112 crop, scaled with size/112",
 }
 

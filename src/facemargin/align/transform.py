@@ -59,7 +59,7 @@ def umeyama(src: np.ndarray, dst: np.ndarray, estimate_scale: bool = True) -> np
 
 def ec_mc_transform(landmarks5, size: int = 112, ec_mc_y: float = EC_MC_Y, ec_y: float = EC_Y,
                     ec_x: Optional[float] = None) -> np.ndarray:
-    """The seed's eye-centre/mouth-centre alignment as a ``(2, 3)`` similarity matrix.
+    """the ATL write-up's eye-centre/mouth-centre alignment as a ``(2, 3)`` similarity matrix.
 
     With ``ec`` the midpoint of the eyes and ``mc`` the midpoint of the mouth corners: the image is
     rotated so that the eye line is horizontal, scaled so that ``mc`` lies ``ec_mc_y`` pixels below
@@ -67,7 +67,7 @@ def ec_mc_transform(landmarks5, size: int = 112, ec_mc_y: float = EC_MC_Y, ec_y:
     to the Euclidean ``|mc - ec|`` for a frontal face), and shifted so that ``ec`` lands at row
     ``ec_y`` and column ``ec_x``. ``ec_mc_y`` and ``ec_y`` are pixels of a 112-pixel crop and scale
     by ``size/112``; ``ec_x`` defaults to the horizontal centre ``(size - 1)/2`` (so a mirrored
-    crop keeps the eye centre in place). Defaults: ``ec_mc_y=40`` (the seed), ``ec_y=48``, which
+    crop keeps the eye centre in place). Defaults: ``ec_mc_y=40`` (the ATL write-up), ``ec_y=48``, which
     puts eyes and mouth within about 4 pixels of the ArcFace template's rows (51.6 and 92.3).
     """
     pts = _landmarks(landmarks5)

@@ -1,6 +1,6 @@
 """In-memory image arrays as a torch ``Dataset`` with the project's normalisation.
 
-Every backbone takes float images normalised as ``(x/255 - 0.5)/0.5`` (SPEC section 8), i.e.
+Every backbone takes float images normalised as ``(x/255 - 0.5)/0.5``, i.e.
 uint8 0 maps to -1.0 and 255 to +1.0.
 """
 from __future__ import annotations

@@ -1,7 +1,7 @@
-"""ResFace-28, the deploy network of the Angular Triplet Loss seed (``proto/face_deploy.prototxt``).
+"""ResFace-28, the deploy network of the Angular Triplet Loss write-up (``proto/face_deploy.prototxt``).
 
 Source checked: ``proto/face_deploy.prototxt`` of KaleidoZhouYN/Angular-Triplet-Loss (the file the
-seed's README names; read layer by layer). Confirmed from that file:
+ATL write-up's README names; read layer by layer). Confirmed from that file:
 
 * input ``1x3x112x112``;
 * ``conv1a`` 3->32, 3x3, stride 1, **no padding** (112 -> 110), PReLU;
@@ -34,11 +34,11 @@ from .sphere import init_caffe_style, make_stage
 
 @BACKBONES.register("resface28")
 class ResFace28(Backbone):
-    """ResFace-28 (the seed's deploy net) on 3x112x112 aligned faces -> ``(B, embedding_size)``.
+    """ResFace-28 (the ATL write-up's deploy net) on 3x112x112 aligned faces -> ``(B, embedding_size)``.
 
     Args:
-        embedding_size: output width of ``fc5`` (512 in the seed).
-        dropout: dropout before ``fc5`` (0 = the seed).
+        embedding_size: output width of ``fc5`` (512 in the ATL write-up).
+        dropout: dropout before ``fc5`` (0 = the ATL write-up).
 
     Parameters at embedding 512: 28 847 520 (the tests derive this from the layout).
     See the module docstring for what was checked against the original prototxt.

@@ -25,7 +25,7 @@ def milestones_in_steps(milestones: List[float], steps: int) -> List[int]:
 def lr_factor(optim: Dict, step: int, steps: int) -> float:
     """The multiplier of the base learning rate at (0-based) ``step`` of ``steps``.
 
-    ``multistep``: ×gamma at each milestone (the seed's Caffe solver: base_lr 0.1, gamma 0.1);
+    ``multistep``: ×gamma at each milestone (the ATL write-up's Caffe solver: base_lr 0.1, gamma 0.1);
     ``cosine``: half-cosine from 1 to 0; ``poly``: ``(1 − t)^power``; ``constant``: 1.
     A linear warm-up over ``warmup_steps`` multiplies any of them.
     """

@@ -514,7 +514,7 @@ def _draw_angles(ax, intra, inter, st, legend=True):
 def plot_angle_histograms(embeddings: ArrayLike, labels: ArrayLike, path: PathLike, title: Optional[str] = None,
                           max_points: int = 2000, seed: int = 0) -> Path:
     """Histograms of intra- and inter-class angles with max-intra/min-inter (and the 95%/5%
-    percentiles) marked: the seeds' "max intra-class angle < min inter-class angle" criterion."""
+    percentiles) marked: the ATL write-up's "max intra-class angle < min inter-class angle" criterion."""
     intra, inter = _pair_angles(embeddings, labels, max_points, seed)
     st = _stats_from(intra, inter)
     fig = _new_figure(7, 4.5)
@@ -587,7 +587,7 @@ def _draw_norm_hist(ax, n, c, legend=True):
 def plot_norm_vs_correctness(norms: ArrayLike, correct: ArrayLike, path: PathLike, title: Optional[str] = None,
                              bins: int = 10) -> Path:
     """Feature-norm distribution of correctly vs wrongly classified samples, and the error rate
-    per norm decile (the seed's "norm" analysis: hard samples get small norms).
+    per norm decile (the ATL write-up's "norm" analysis: hard samples get small norms).
 
     Args:
         norms: ``(N,)`` feature norms ``‖x‖``; correct: ``(N,)`` bool, closed-set prediction right.
