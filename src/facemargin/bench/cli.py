@@ -54,6 +54,7 @@ def register(sub) -> None:
     g.add_argument("--max-test-per-identity", type=int, default=20)
     g.add_argument("--pairs", type=int, default=6000)
     g.add_argument("--manifest", help="rebuild the set described by this manifest.json")
+    g.add_argument("--workers", type=int, help="rendering processes (default: the CPU count)")
     g.set_defaults(func=run_glyphs_cli)
 
 
@@ -84,7 +85,7 @@ def run_glyphs_cli(args) -> int:
     m = build_glyph_set(args.out, script=args.script, chars=args.chars, font_dirs=args.fonts, size=args.size,
                         seed=args.seed, test_fraction=args.test_fraction, min_fonts=args.min_fonts,
                         max_test_per_identity=args.max_test_per_identity, num_pairs=args.pairs,
-                        manifest=args.manifest)
+                        manifest=args.manifest, workers=args.workers)
     c = m["counts"]
     print(f"[glyphs] {args.out}: {c['identities']} identities x {c['faces']} faces -> {c['images']} images "
           f"({c['duplicates_dropped']} duplicates dropped); {c['train_images']} training, {c['test_images']} unseen, "

@@ -310,10 +310,48 @@ def _resolve_faces(entries: List[Dict], dirs) -> List[FontFace]:
     return faces
 
 
+_WORKER_RENDERERS: Dict[Tuple[str, int, int], "Renderer"] = {}
+
+
+def _render_chunk(job) -> List[List[Optional[np.ndarray]]]:
+    """Render characters in every face (a worker process keeps its fonts open between chunks)."""
+    faces, chunk, size = job
+    rows = []
+    for ch in chunk:
+        row = []
+        for f in faces:
+            key = (f.path, f.index, size)
+            if key not in _WORKER_RENDERERS:
+                _WORKER_RENDERERS[key] = Renderer(f, size)
+            row.append(_WORKER_RENDERERS[key](ch))
+        rows.append(row)
+    return rows
+
+
+def _render_all(faces: List[FontFace], chars: str, size: int, workers: int, renderers: Dict):
+    """Rows ``[rendering in face 0, face 1, ...]`` per character, in order; rendered by ``workers``
+    processes (the result does not depend on their number)."""
+    if workers <= 1:
+        for ch in chars:
+            yield [renderers[f](ch) for f in faces]
+        return
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    step = 32
+    jobs = [(faces, chars[i:i + step], size) for i in range(0, len(chars), step)]
+    # fork where there is one: the workers need no re-import (they only run Pillow and NumPy)
+    ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as ex:
+        for rows in ex.map(_render_chunk, jobs):
+            yield from rows
+
+
 def build_glyph_set(out: PathLike, script: str = "hangul", chars: Optional[str] = None,
                     font_dirs: Optional[Sequence[PathLike]] = None, size: int = 32, seed: int = 0,
                     test_fraction: float = 0.2, min_fonts: int = 8, max_test_per_identity: int = 20,
-                    num_pairs: int = 6000, manifest: Optional[PathLike] = None, progress: bool = True) -> Dict:
+                    num_pairs: int = 6000, manifest: Optional[PathLike] = None, progress: bool = True,
+                    workers: Optional[int] = None) -> Dict:
     """Render a glyph identity set into ``out`` (see the module docstring); returns the manifest.
 
     Args:
@@ -328,6 +366,7 @@ def build_glyph_set(out: PathLike, script: str = "hangul", chars: Optional[str] 
             bounds the all-vs-all comparison.
         num_pairs: pairs of the ``unseen.bin`` pack (half same, half different identities).
         manifest: rebuild exactly the set described by this ``manifest.json`` (other arguments ignored).
+        workers: rendering processes (default: the CPU count); the set does not depend on it.
     """
     from tqdm.auto import tqdm
 
@@ -362,6 +401,7 @@ def build_glyph_set(out: PathLike, script: str = "hangul", chars: Optional[str] 
         raise ValueError("need at least two characters (identities)")
     where = ", ".join(str(d) for d in (font_dirs if font_dirs is not None else FONT_DIRS))
 
+    workers = (os.cpu_count() or 1) if workers is None else int(workers)
     # 1. drop faces that copy an earlier face (same renderings of a probe set) or render blanks
     probe_idx = np.linspace(0, len(chars) - 1, min(PROBE_CHARS, len(chars))).round().astype(int)
     kept, skipped, seen_prints = [], [], {}
@@ -394,13 +434,13 @@ def build_glyph_set(out: PathLike, script: str = "hangul", chars: Optional[str] 
     labels: List[int] = []
     font_of: List[int] = []
     dropped_dup = dropped_blank = 0
-    it = range(len(chars))
+    rendered = _render_all(kept, chars, size, workers, renderers)
     if progress:
-        it = tqdm(it, desc=f"rendering {len(chars)} identities x {len(kept)} faces", unit="id")
-    for ci in it:
+        rendered = tqdm(rendered, total=len(chars), desc=f"rendering {len(chars)} identities x {len(kept)} faces",
+                        unit="id")
+    for ci, row in enumerate(rendered):
         seen = set()
-        for fi, face in enumerate(kept):
-            img = renderers[face](chars[ci])
+        for fi, img in enumerate(row):
             if img is None:
                 dropped_blank += 1
                 continue
