@@ -322,3 +322,20 @@ def test_pair_file_with_blank_lines_and_a_bad_line(tmp_path):
     f.write_text("1 2 1\n3 4 x\n")
     with pytest.raises(ValueError, match="line 2: expected 3 integers"):
         read_ijb(root, "IJBC")
+
+
+def test_scoring_with_sparse_template_ids():
+    # ids far apart take the sort-based path; the scores do not depend on the numbering
+    rng = np.random.default_rng(4)
+    feats = rng.normal(size=(5, 3)).astype(np.float32)
+    feats /= np.linalg.norm(feats, axis=1, keepdims=True)
+    dense, sparse = np.arange(5), np.array([3, 10**9, 2 * 10**12, 3 * 10**12, 4 * 10**15])
+    a, b = rng.integers(0, 5, 40), rng.integers(0, 5, 40)
+    s1 = score_pairs(dense, feats, dense[a], dense[b])
+    s2 = score_pairs(sparse, feats, sparse[a], sparse[b])
+    np.testing.assert_array_equal(s1, s2)
+    np.testing.assert_allclose(s1, (feats[a] * feats[b]).sum(1), atol=1e-6)
+    with pytest.raises(ValueError, match="pair 1: template 17 has no template feature"):
+        score_pairs(sparse, feats, sparse[:3], [sparse[0], 17, sparse[1]])
+    with pytest.raises(ValueError, match="pair 2: template 4 has no template feature"):
+        score_pairs(dense[:4], feats[:4], [0, 1, 4], [3, 0, 1])

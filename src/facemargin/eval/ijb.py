@@ -441,6 +441,26 @@ def _template_index(tids: np.ndarray, wanted: np.ndarray, what: str) -> np.ndarr
     return idx
 
 
+def _used_rows(tids: np.ndarray, wanted: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """Rows (in ``tids``) of the distinct ids of ``wanted``, and each entry's position among them."""
+    lo, hi = int(min(tids[0], wanted.min())), int(max(tids[-1], wanted.max()))
+    if hi - lo > 8 * (len(tids) + len(wanted)) + 1_000_000:  # sparse ids: sort-based
+        rows = _template_index(tids, wanted, "pair")
+        u, pos = np.unique(rows, return_inverse=True)
+        return u, pos.reshape(-1).astype(np.int32)
+    w = wanted - lo  # one pass over the pairs per step: offsets, counts, table look-up
+    used = np.bincount(w, minlength=hi - lo + 1) > 0
+    row_of = np.full(hi - lo + 1, -1, dtype=np.int64)
+    row_of[tids - lo] = np.arange(len(tids))
+    unknown = used & (row_of < 0)
+    if unknown.any():
+        _template_index(tids, wanted, "pair")  # raises, naming the first pair with an unknown id
+    ids = np.flatnonzero(used)
+    pos_of = np.zeros(hi - lo + 1, dtype=np.int32)
+    pos_of[ids] = np.arange(len(ids), dtype=np.int32)
+    return row_of[ids], pos_of[w]
+
+
 def score_pairs(tids, feats, t1, t2, block_elems: int = 1 << 24, progress: bool = False) -> np.ndarray:
     """Cosine scores (float32) of template pairs ``(t1[i], t2[i])`` from :func:`pool_templates`.
 
@@ -454,14 +474,11 @@ def score_pairs(tids, feats, t1, t2, block_elems: int = 1 << 24, progress: bool 
     t2 = np.asarray(t2, dtype=np.int64).reshape(-1)
     if len(t1) != len(t2):
         raise ValueError(f"t1 has {len(t1)} entries but t2 has {len(t2)}")
-    i1 = _template_index(tids, t1, "pair")
-    i2 = _template_index(tids, t2, "pair")
+    if len(t1) == 0:
+        raise ValueError("no pairs to score")
     F = torch.from_numpy(np.ascontiguousarray(feats, dtype=np.float32))
-    n_t = len(tids)
-    # dense renumbering of the templates used on each side (no sort of the pair list)
-    used1 = np.bincount(i1, minlength=n_t) > 0
-    used2 = np.bincount(i2, minlength=n_t) > 0
-    u1, u2 = np.flatnonzero(used1), np.flatnonzero(used2)
+    # the templates used on each side, renumbered densely, and each pair's positions in them
+    (u1, j1), (u2, j2) = _used_rows(tids, t1), _used_rows(tids, t2)
     out = np.empty(len(t1), dtype=np.float32)
     bar = None
     if progress:
@@ -470,10 +487,6 @@ def score_pairs(tids, feats, t1, t2, block_elems: int = 1 << 24, progress: bool 
         bar = tqdm(total=len(t1), desc="score pairs", unit="pair", unit_scale=True)
     with torch.no_grad():
         if len(u1) * len(u2) <= 8 * len(t1):
-            r1 = np.cumsum(used1) - 1  # template row -> position among u1
-            r2 = np.cumsum(used2) - 1
-            j1 = r1[i1].astype(np.int32)
-            j2 = r2[i2].astype(np.int32)
             F2t = F[torch.from_numpy(u2)].T.contiguous()  # (D, U2)
             block = max(1, block_elems // max(len(u2), 1))
             for a in range(0, len(u1), block):
@@ -481,14 +494,15 @@ def score_pairs(tids, feats, t1, t2, block_elems: int = 1 << 24, progress: bool 
                 if sel.size == 0:
                     continue
                 S = (F[torch.from_numpy(u1[a:a + block])] @ F2t).numpy()  # (<=block, U2)
-                out[sel] = S[j1[sel] - a, j2[sel]]
+                flat = (j1[sel] - a).astype(np.int64) * S.shape[1] + j2[sel]
+                out[sel] = np.take(S.reshape(-1), flat)  # a flat take is faster than 2-D fancy indexing
                 if bar is not None:
                     bar.update(len(sel))
         else:
             step = 65536
             for a in range(0, len(t1), step):
-                x = F[torch.from_numpy(i1[a:a + step])]
-                y = F[torch.from_numpy(i2[a:a + step])]
+                x = F[torch.from_numpy(u1[j1[a:a + step]])]
+                y = F[torch.from_numpy(u2[j2[a:a + step]])]
                 out[a:a + step] = (x * y).sum(1).numpy()
                 if bar is not None:
                     bar.update(len(x))

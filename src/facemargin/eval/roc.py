@@ -120,10 +120,16 @@ def _roc_counts(s: np.ndarray, y: np.ndarray, key: Optional[np.ndarray] = None
         raise ValueError(
             f"a ROC needs both same and different pairs; got {n_pos} same and {n_neg} different"
         )
-    order = np.argsort(s if key is None else key)[::-1]
-    s_sorted = s[order]
-    y_sorted = y[order]
-    del order
+    # sort the two classes apart (a plain sort is several times faster than an index sort), then
+    # merge the two sorted runs with a stable index sort, which is linear on runs
+    k = s if key is None else key
+    k_neg, k_pos = np.sort(k[~y]), np.sort(k[y])
+    merged = np.concatenate([k_neg, k_pos])
+    del k_neg, k_pos
+    order = np.argsort(merged, kind="stable")[::-1]  # decreasing score
+    s_sorted = merged[order].astype(np.float64, copy=False)
+    y_sorted = order >= n_neg
+    del order, merged
     # last index of each run of equal scores
     ends = np.flatnonzero(np.diff(s_sorted) != 0)
     ends = np.concatenate([ends, [len(s_sorted) - 1]])
