@@ -102,6 +102,8 @@ def _pml_factories() -> Dict[str, Callable]:
         "atl": sphere,
         "lsoftmax": lambda C, D: pml.LargeMarginSoftmaxLoss(num_classes=C, embedding_size=D, margin=4, scale=1),
         "normface": lambda C, D: pml.NormalizedSoftmaxLoss(num_classes=C, embedding_size=D, temperature=1 / 16),
+        "subcenter_arcface": lambda C, D: pml.SubCenterArcFaceLoss(num_classes=C, embedding_size=D,
+                                                                   margin=math.degrees(0.5), scale=64, sub_centers=3),
     }
 
 
@@ -155,7 +157,8 @@ def make_method(name: str, size: Size, x, y, W) -> Method:
         module = losses.build(head, embedding_size=size.D, num_classes=size.C, **kw)
         if module.backend != kind:
             raise RuntimeError(f"{head}: built with engine {module.backend!r}, expected {kind!r}")
-        module.weight = W  # every method shares one weight tensor (the head's own is freed)
+        if module.rows_per_class == 1:  # every method shares one weight tensor (the head's own is freed)
+            module.weight = W
         if getattr(module, "bias", None) is not None:
             module.bias = torch.nn.Parameter(torch.zeros(size.C, device=W.device))
         module.to(W.device).train()
@@ -169,7 +172,10 @@ def make_method(name: str, size: Size, x, y, W) -> Method:
             raise ValueError(f"pytorch-metric-learning has no equivalent of {head!r} (or is not installed)")
         module = factories[head](1, size.D)
         module.num_classes = size.C
-        module.W = torch.nn.Parameter(W.detach().t())  # same numbers, pml's (D, C) layout, own grad
+        if head == "subcenter_arcface":  # K = 3 rows per class: its own (D, 3C) weights
+            module.W = torch.nn.Parameter(torch.randn(size.D, 3 * size.C) * math.sqrt(2.0 / (size.D + 3 * size.C)))
+        else:
+            module.W = torch.nn.Parameter(W.detach().t())  # same numbers, pml's (D, C) layout, own grad
         module.to(W.device)
 
         def step():
