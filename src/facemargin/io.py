@@ -64,3 +64,13 @@ def load_torch(path: PathLike, map_location="cpu") -> Any:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # corrupted or hostile file
         raise ValueError(f"cannot load checkpoint {path}: {e}") from e
+
+
+def read_text(path: PathLike, encoding: str = "utf-8") -> str:
+    """The text of ``path``; bytes that are not ``encoding`` give a ValueError naming the file and offset."""
+    data = Path(path).read_bytes()
+    try:
+        return data.decode(encoding)
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not a {encoding} text file (byte 0x{data[e.start]:02x} at offset {e.start} "
+                         f"cannot be decoded)") from None

@@ -3,6 +3,7 @@ the faces the MTCNN detector finds (``--detect``)."""
 from __future__ import annotations
 
 import csv
+import io
 import json
 import sys
 from pathlib import Path
@@ -10,6 +11,7 @@ from typing import List, Tuple
 
 import numpy as np
 
+from ..io import read_text
 from .templates import templates
 
 Row = Tuple[str, str, np.ndarray]  # (where, relative path, (5, 2) landmarks)
@@ -29,6 +31,18 @@ def _points(values, where: str) -> np.ndarray:
     return pts
 
 
+def _csv_rows(f, delim: str, path):
+    """``csv.reader`` rows; the module's own errors (e.g. an overlong field) become a ValueError naming the line."""
+    reader = csv.reader(f, delimiter=delim)
+    while True:
+        try:
+            yield next(reader)
+        except StopIteration:
+            return
+        except csv.Error as e:
+            raise ValueError(f"{path}, line {reader.line_num}: {e}") from None
+
+
 def read_landmarks(path) -> List[Row]:
     """Read a landmarks file: CSV ``path,x1,y1,...,x5,y5`` (optional header) or JSON ``{path: [[x, y]*5]}``.
 
@@ -41,9 +55,11 @@ def read_landmarks(path) -> List[Row]:
     rows: List[Row] = []
     if path.suffix.lower() == ".json":
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            data = json.loads(read_text(path))
         except json.JSONDecodeError as e:
             raise ValueError(f"{path}: invalid JSON ({e})") from None
+        except RecursionError:
+            raise ValueError(f"{path}: JSON nested too deeply") from None
         if isinstance(data, dict):
             items = [(f"{path}, entry {k!r}", k, v) for k, v in data.items()]
         elif isinstance(data, list):
@@ -59,11 +75,11 @@ def read_landmarks(path) -> List[Row]:
                 raise ValueError(f"{where}: image path must be a non-empty string")
             rows.append((where, p, _points(v, where)))
     elif path.suffix.lower() in (".csv", ".txt", ".tsv"):
-        with open(path, newline="", encoding="utf-8") as f:
+        with io.StringIO(read_text(path), newline="") as f:
             sample = f.read(4096)
             f.seek(0)
             delim = "\t" if "\t" in sample and "," not in sample else ","
-            for lineno, rec in enumerate(csv.reader(f, delimiter=delim), 1):
+            for lineno, rec in enumerate(_csv_rows(f, delim, path), 1):
                 if not rec or all(not c.strip() for c in rec):
                     continue
                 where = f"{path}, line {lineno}"

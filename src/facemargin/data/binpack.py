@@ -111,8 +111,10 @@ def safe_load(data_or_file, source: str = "<pickle>"):
     f = io.BytesIO(data_or_file) if isinstance(data_or_file, (bytes, bytearray)) else data_or_file
     try:
         obj = RestrictedUnpickler(f, source=source).load()
-    except ValueError:
-        raise
+    except ValueError as e:
+        if source in str(e):  # the unpickler's own refusals name the file already
+            raise
+        raise ValueError(f"cannot read pickle {source}: {e}") from e
     except Exception as e:  # truncated or malformed pickle
         raise ValueError(f"cannot read pickle {source}: {type(e).__name__}: {e}") from e
     _check_plain(obj, source)

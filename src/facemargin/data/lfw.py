@@ -19,6 +19,7 @@ from typing import List, Optional, Tuple, Union
 
 import numpy as np
 
+from ..io import read_text
 from .images import load_image, parse_size
 
 PathLike = Union[str, os.PathLike]
@@ -49,10 +50,10 @@ def read_pairs_file(pairs_file: PathLike) -> Tuple[List[tuple], Optional[Tuple[i
     pairs_file = Path(pairs_file)
     if not pairs_file.is_file():
         raise FileNotFoundError(f"pairs file not found: {pairs_file}")
-    lines = [(i, ln.split()) for i, ln in enumerate(pairs_file.read_text(encoding="utf-8").splitlines(), 1)]
+    lines = [(i, ln.split()) for i, ln in enumerate(read_text(pairs_file).splitlines(), 1)]
     lines = [(i, f) for i, f in lines if f]
     header: Optional[Tuple[int, int]] = None
-    if lines and all(v.isdigit() for v in lines[0][1]) and len(lines[0][1]) in (1, 2):
+    if lines and all(v.isascii() and v.isdigit() for v in lines[0][1]) and len(lines[0][1]) in (1, 2):
         if len(lines[0][1]) == 2:
             header = (int(lines[0][1][0]), int(lines[0][1][1]))
         lines = lines[1:]

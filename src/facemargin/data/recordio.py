@@ -30,7 +30,7 @@ from typing import Iterable, List, NamedTuple, Optional, Tuple, Union
 
 import numpy as np
 
-from ..io import atomic_open
+from ..io import atomic_open, read_text
 from .images import decode_image, encode_image, parse_size, to_rgb_array
 
 try:  # torch is a hard dependency of the package, but keep the format code importable without it
@@ -227,19 +227,22 @@ def read_index(idx_path: PathLike) -> Tuple[np.ndarray, np.ndarray]:
             raise ValueError(f"{idx_path}: duplicate keys in the index")
         return keys_a, offsets_a
     keys, offsets = [], []
-    with open(idx_path, "r", encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            line = line.strip()
-            if not line:
-                continue
-            fields = line.split()
-            if len(fields) != 2:
-                raise ValueError(f"{idx_path}, line {lineno}: expected 'key<TAB>offset', got {line!r}")
-            try:
-                keys.append(int(fields[0]))
-                offsets.append(int(fields[1]))
-            except ValueError:
-                raise ValueError(f"{idx_path}, line {lineno}: key and offset must be integers, got {line!r}") from None
+    # decoded first: a file that is not UTF-8 is a ValueError naming it, not a UnicodeDecodeError
+    for lineno, line in enumerate(read_text(idx_path).split("\n"), 1):
+        line = line.strip()
+        if not line:
+            continue
+        fields = line.split()
+        if len(fields) != 2:
+            raise ValueError(f"{idx_path}, line {lineno}: expected 'key<TAB>offset', got {line!r}")
+        try:
+            key, offset = int(fields[0]), int(fields[1])
+        except ValueError:
+            raise ValueError(f"{idx_path}, line {lineno}: key and offset must be integers, got {line!r}") from None
+        if not (-2**63 <= key < 2**63 and -2**63 <= offset < 2**63):
+            raise ValueError(f"{idx_path}, line {lineno}: key or offset out of the 64-bit range, got {line!r}")
+        keys.append(key)
+        offsets.append(offset)
     keys_a = np.asarray(keys, dtype=np.int64)
     if _has_duplicates(keys_a):
         raise ValueError(f"{idx_path}: duplicate keys in the index")
@@ -317,7 +320,7 @@ def _resolve_paths(root: PathLike) -> Tuple[Path, Path, Path]:
 
 def read_property(path: PathLike) -> Tuple[int, Optional[Tuple[int, int]]]:
     """Parse a ``property`` file ``num_classes[,height,width]`` into ``(num_classes, (h, w) or None)``."""
-    text = Path(path).read_text(encoding="utf-8").strip()
+    text = read_text(path).strip()
     try:
         fields = [int(v) for v in text.replace(" ", "").split(",") if v != ""]
     except ValueError:

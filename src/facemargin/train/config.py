@@ -21,6 +21,8 @@ import tomllib
 from pathlib import Path
 from typing import Any, Dict, Iterable, Optional
 
+from ..io import read_text
+
 DEFAULTS: Dict[str, Any] = {
     "data": {
         "name": "fashion-mnist",      # fashion-mnist | folder | recordio
@@ -95,11 +97,17 @@ def load_config(path: Optional[str] = None, overrides: Iterable[str] = (), base:
         if not p.is_file():
             raise FileNotFoundError(f"config file not found: {p}")
         try:
-            with open(p, "rb") as f:
-                data = tomllib.load(f)
+            data = tomllib.loads(read_text(p))
         except tomllib.TOMLDecodeError as e:
             raise ConfigError(f"{p}: invalid TOML: {e}") from e
-        _merge(cfg, data, "")
+        except RecursionError:
+            raise ConfigError(f"{p}: invalid TOML: nested too deeply") from None
+        except ValueError as e:  # not UTF-8
+            raise ConfigError(str(e)) from None
+        try:
+            _merge(cfg, data, "")
+        except ConfigError as e:  # name the file as well as the key
+            raise ConfigError(f"{p}: {e}") from None
     for item in overrides:
         apply_override(cfg, item)
     return cfg
