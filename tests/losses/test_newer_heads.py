@@ -494,6 +494,8 @@ def test_spherefacer_hand_worked_and_straight_through_gradient(engine):
     W = head.weight.detach().clone().requires_grad_(True)
     loss = functional_call(head.train(), {"weight": W}, (x, y))
     assert loss.item() == pytest.approx(lw * ce(rows, y.tolist()) / s, rel=1e-12)
+    # the rows were renormalised in place (the norms of W2 are not 1)
+    torch.testing.assert_close(W.detach().norm(dim=1), torch.ones(4, dtype=torch.float64), rtol=1e-14, atol=1e-14)
     loss.backward()
     # the gradient is that of s·(c + d) with the offset d a constant: built from torch primitives
     d = torch.tensor([[0.0] * 4 for _ in SR_X], dtype=torch.float64)

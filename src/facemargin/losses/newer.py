@@ -28,6 +28,7 @@ from typing import Dict, Optional, Union
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from .heads import MarginHead
 from .margin import Margin, MarginContext, MarginSpec, additive_phi, safe_sin, work_dtype
@@ -404,7 +405,7 @@ class ElasticArcFace(_Elastic):
     Follows fdbtrs/ElasticFace ``utils/losses.py`` (``ElasticArcFace``). Defaults ``s=64, m=0.5``
     and ``std=0.05``, or ``std=0.0175`` with ``plus=True`` (the repository's ``config/config.py``
     for ElasticArcFace and ElasticArcFacePlus). ``rng_seed`` fixes the margin generator; by
-    default it follows the seed of :meth:`init_weights`.
+    default it follows the ``seed`` argument of :meth:`init_weights`.
 
     Deliberate difference: with ``plus`` the official code assigns ``sorted_margins[order[i]]``
     to sample ``i`` (``order`` the descending sort of the target cosines), which is not the rank
@@ -476,10 +477,12 @@ class SphereFaceR(MarginHead):
     ``SphereFaceR_H`` with ``magn_type='v0'``. Defaults ``s=30, m=1.5, lw=50``. ``lw/s`` uses the
     constructor's ``s``.
 
-    Deliberate differences: the official head renormalises its class rows in place before every
-    forward and differentiates the normalised rows as if they were free; here the rows are
-    normalised inside the logits and differentiated through the normalisation (the same logits;
-    the gradient lacks the official one's radial part, which only changes the rows' norms). The
+    Class rows are renormalised in place at the start of every forward, as in the official head.
+
+    Deliberate differences: the official head differentiates the renormalised rows as if they were
+    free parameters; here the logits normalise the rows again and are differentiated through that
+    normalisation (the same logits; the gradient of each row lacks the official one's radial
+    part, which only changes the row's norm and is undone by the next renormalisation). The
     official non-target logits are ``s·clamp(c_j, −1 + 1e-5, 1 − 1e-5)`` in value; here ``s·c_j``.
     """
 
@@ -487,6 +490,10 @@ class SphereFaceR(MarginHead):
         s, lw = _positive("s", s), _positive("lw", lw)
         super().__init__(embedding_size, num_classes, MarginSpec("scale", True, SphereFaceRMargin(m)), scale=s, **kw)
         self.s, self.lw = s, lw
+
+    @torch.no_grad()
+    def _before_forward(self, training: bool) -> None:
+        self.weight.copy_(F.normalize(self.weight, dim=1))
 
     def forward(self, x: Tensor, y: Tensor) -> Tensor:
         return super().forward(x, y) * (self.lw / self.s)
