@@ -130,6 +130,76 @@ def _read_int_table(path: Path, cols: int) -> np.ndarray:
     return np.array(rows, dtype=np.int64).reshape(-1, cols)
 
 
+def _slow_image_lists(tid_path: Path, lmk_path: Path):
+    """Line by line, naming the first bad line."""
+    names, tids, mids = [], [], []
+    with open(tid_path, encoding="utf-8") as f:
+        for i, ln in enumerate(f, 1):
+            p = ln.split()
+            if not p:
+                continue
+            if len(p) != 3:
+                raise ValueError(f"{tid_path}, line {i}: expected 'image template_id media_id', got {ln.strip()!r}")
+            try:
+                tids.append(int(p[1]))
+                mids.append(int(p[2]))
+            except ValueError:
+                raise ValueError(f"{tid_path}, line {i}: template and media ids must be integers, "
+                                 f"got {ln.strip()!r}") from None
+            names.append(p[0])
+    if not names:
+        raise ValueError(f"{tid_path} lists no images")
+    lmk = np.empty((len(names), 11), dtype=np.float32)
+    n = 0
+    with open(lmk_path, encoding="utf-8") as f:
+        for i, ln in enumerate(f, 1):
+            p = ln.split()
+            if not p:
+                continue
+            if len(p) != 12:
+                raise ValueError(f"{lmk_path}, line {i}: expected 'image' + 10 landmark values + faceness score "
+                                 f"(12 fields), got {len(p)}")
+            if n >= len(names):
+                raise ValueError(f"{lmk_path} lists more images than {tid_path} ({len(names)})")
+            if p[0] != names[n]:
+                raise ValueError(f"{lmk_path}, line {i}: image {p[0]!r} but {tid_path} has {names[n]!r} at that "
+                                 f"position; the two lists must name the same images in the same order")
+            try:
+                lmk[n] = [float(v) for v in p[1:]]
+            except ValueError:
+                raise ValueError(f"{lmk_path}, line {i}: landmarks and score must be numbers, got {ln.strip()!r}") from None
+            n += 1
+    if n != len(names):
+        raise ValueError(f"{lmk_path} lists {n} images but {tid_path} lists {len(names)}")
+    if not np.isfinite(lmk).all():
+        i = int(np.flatnonzero(~np.isfinite(lmk).all(axis=1))[0])
+        raise ValueError(f"{lmk_path}: non-finite landmark or score for image {names[i]!r}")
+    return names, np.array(tids, dtype=np.int64), np.array(mids, dtype=np.int64), lmk
+
+
+def _token_table(path: Path, cols: int) -> Optional[np.ndarray]:
+    """All whitespace-separated tokens as an ``(n, cols)`` bytes array, or None unless every line has ``cols``."""
+    text = path.read_bytes()
+    tok = text.split()
+    n_lines = text.count(b"\n") + (0 if text.endswith(b"\n") or not text else 1)
+    if not tok or len(tok) != n_lines * cols:
+        return None
+    return np.array(tok).reshape(-1, cols)
+
+
+def _fast_image_lists(tid_path: Path, lmk_path: Path):
+    """The two image lists parsed in bulk, or None when anything is off (the slow path then names it)."""
+    try:
+        a, b = _token_table(tid_path, 3), _token_table(lmk_path, 12)
+        if a is None or b is None or len(a) != len(b) or not np.array_equal(a[:, 0], b[:, 0]):
+            return None
+        lmk = b[:, 1:].astype(np.float32)
+        out = a[:, 0].astype(str), a[:, 1].astype(np.int64), a[:, 2].astype(np.int64), lmk
+    except (ValueError, UnicodeError, OverflowError):
+        return None
+    return out if np.isfinite(lmk).all() else None
+
+
 @dataclass
 class IJBMeta:
     """The 1:1 files of an IJB set, read and checked (see :func:`read_ijb`)."""
@@ -166,54 +236,15 @@ def read_ijb(root: PathLike, dataset: str, pairs: bool = True) -> IJBMeta:
                    medias=np.zeros(0, np.int64), landmarks=np.zeros((0, 5, 2), np.float32),
                    faceness=np.zeros(0, np.float32))
     tid_path = meta.file("face_tid_mid.txt")
-    names, tids, mids = [], [], []
-    with open(tid_path, encoding="utf-8") as f:
-        for i, ln in enumerate(f, 1):
-            p = ln.split()
-            if not p:
-                continue
-            if len(p) != 3:
-                raise ValueError(f"{tid_path}, line {i}: expected 'image template_id media_id', got {ln.strip()!r}")
-            try:
-                tids.append(int(p[1]))
-                mids.append(int(p[2]))
-            except ValueError:
-                raise ValueError(f"{tid_path}, line {i}: template and media ids must be integers, "
-                                 f"got {ln.strip()!r}") from None
-            names.append(p[0])
-    if not names:
-        raise ValueError(f"{tid_path} lists no images")
     lmk_path = meta.file("name_5pts_score.txt")
-    if not lmk_path.is_file():
-        raise FileNotFoundError(f"missing IJB file: {lmk_path}")
-    lmk = np.empty((len(names), 11), dtype=np.float32)
-    n = 0
-    with open(lmk_path, encoding="utf-8") as f:
-        for i, ln in enumerate(f, 1):
-            p = ln.split()
-            if not p:
-                continue
-            if len(p) != 12:
-                raise ValueError(f"{lmk_path}, line {i}: expected 'image' + 10 landmark values + faceness score "
-                                 f"(12 fields), got {len(p)}")
-            if n >= len(names):
-                raise ValueError(f"{lmk_path} lists more images than {tid_path} ({len(names)})")
-            if p[0] != names[n]:
-                raise ValueError(f"{lmk_path}, line {i}: image {p[0]!r} but {tid_path} has {names[n]!r} at that "
-                                 f"position; the two lists must name the same images in the same order")
-            try:
-                lmk[n] = [float(v) for v in p[1:]]
-            except ValueError:
-                raise ValueError(f"{lmk_path}, line {i}: landmarks and score must be numbers, got {ln.strip()!r}") from None
-            n += 1
-    if n != len(names):
-        raise ValueError(f"{lmk_path} lists {n} images but {tid_path} lists {len(names)}")
-    if not np.isfinite(lmk).all():
-        i = int(np.flatnonzero(~np.isfinite(lmk).all(axis=1))[0])
-        raise ValueError(f"{lmk_path}: non-finite landmark or score for image {names[i]!r}")
-    meta.names = np.array(names)
-    meta.templates = np.array(tids, dtype=np.int64)
-    meta.medias = np.array(mids, dtype=np.int64)
+    for path in (tid_path, lmk_path):
+        if not path.is_file():
+            raise FileNotFoundError(f"missing IJB file: {path}")
+    lists = _fast_image_lists(tid_path, lmk_path) or _slow_image_lists(tid_path, lmk_path)
+    names, tids, mids, lmk = lists
+    meta.names = np.asarray(names)
+    meta.templates = tids
+    meta.medias = mids
     meta.landmarks = lmk[:, :10].reshape(-1, 5, 2).copy()
     meta.faceness = lmk[:, 10].copy()
     if pairs:
