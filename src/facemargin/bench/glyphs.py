@@ -71,7 +71,7 @@ QUALITY_AWARE = ["adaface", "magface"]
 
 BUDGETS = {
     # make demo: one seed, a short schedule (λ compressed to it), every head of the demo list
-    "demo": {"steps": 400, "batch": 128, "seeds": [0], "eval_every": 100, "figure_steps": 150,
+    "demo": {"steps": 200, "batch": 128, "seeds": [0], "eval_every": 50, "figure_steps": 100,
              "figures3d": False, "full_heads": False},
     # --full: every head and loss, three seeds, 1500 steps of batch 256
     "full": {"steps": 1500, "batch": 256, "seeds": [0, 1, 2], "eval_every": 150, "figure_steps": 400,
