@@ -99,6 +99,10 @@ def test_options_change_the_templates_as_worked_by_hand(tmp_path):
         pool_templates(e, meta.templates, meta.medias, None, meta.faceness)
     with pytest.raises(ValueError, match="template 9 has no images"):
         pool_templates(e, meta.templates, meta.medias, ef, meta.faceness, select=[1, 9])
+    bad = e.copy()
+    bad[3, 0] = np.nan  # image d.png of template 2
+    with pytest.raises(ValueError, match="template 2 has a non-finite feature"):
+        pool_templates(bad, meta.templates, meta.medias, ef, meta.faceness)
     tids, feats = pool_templates(e, meta.templates, meta.medias, ef, meta.faceness, select=[4, 1])
     assert tids.tolist() == [1, 4]
     np.testing.assert_allclose(feats, [[R2, R2], [-1, 0]], atol=1e-6)

@@ -448,6 +448,10 @@ def pool_templates(emb, templates, medias, emb_flip=None, faceness=None, options
         tmpl = torch.sparse.mm(W, torch.from_numpy(np.asarray(emb, dtype=np.float32)))
         if options.flip:
             tmpl += torch.sparse.mm(W, torch.from_numpy(np.asarray(emb_flip, dtype=np.float32)))
+    bad = ~torch.isfinite(tmpl).all(dim=1)
+    if bad.any():
+        raise ValueError(f"template {int(tids[int(torch.nonzero(bad)[0])])} has a non-finite feature: an image embedding "
+                         f"or faceness score of it is NaN or inf")
     tmpl = torch.nn.functional.normalize(tmpl.double(), dim=1, eps=1e-12)
     return tids, tmpl.float().numpy()
 
