@@ -118,8 +118,15 @@ def test_pack_pairs_list_and_lfw(tmp_path):
 
 
 def test_thousand_images_pack_and_train(tmp_path):
-    src = _folder(tmp_path / "src", 20, 50)
-    assert main(["pack", str(src), "--out", str(tmp_path / "rec"), "--workers", "2", "--quiet"]) == 0
+    rng = np.random.default_rng(0)
+    src = tmp_path / "src"
+    for i in range(20):   # 20 identities x 50 photos: a colour pattern each, with noise
+        (src / f"id{i:02d}").mkdir(parents=True)
+        base = np.kron(rng.integers(30, 226, (4, 4, 3)), np.ones((7, 7, 1)))
+        for k in range(50):
+            img = np.clip(base + rng.normal(0, 10, base.shape), 0, 255).astype(np.uint8)
+            Image.fromarray(img).save(src / f"id{i:02d}" / f"{k:02d}.jpg", quality=90)
+    assert main(["pack", str(src), "--out", str(tmp_path / "rec"), "--quiet"]) == 0
     ds = RecordIO(tmp_path / "rec")
     assert len(ds) == 1000 and ds.num_classes == 20
     out = tmp_path / "run"

@@ -151,31 +151,37 @@ def read_frame(buf, offset: int, where: str = "record") -> Tuple[bytes, int]:
 
 # ----------------------------------------------------------------------------- index
 _DIGITS_MAX = 18  # longer numbers would overflow int64
-_POW10 = 10 ** np.arange(_DIGITS_MAX, dtype=np.int64)
+_BYTE_CLASS = np.zeros(256, dtype=np.uint8)  # 0: not allowed, 1: digit, 2: newline, 3: other whitespace
+_BYTE_CLASS[48:58] = 1
+_BYTE_CLASS[10] = 2
+_BYTE_CLASS[[9, 11, 12, 13, 32]] = 3
 
 
 def _parse_index_chunk(b: np.ndarray) -> Optional[Tuple[np.ndarray, np.ndarray]]:
     """Parse whole lines ``key<whitespace>offset`` (unsigned decimal) held in the uint8 array ``b``."""
-    digit = (b >= 48) & (b <= 57)
-    newline = b == 10
-    if not np.all(digit | newline | (b == 32) | ((b >= 9) & (b <= 13))):
+    cls = _BYTE_CLASS[b]
+    if not cls.all():  # a sign or any other character
         return None
-    prev = np.concatenate([[False], digit[:-1]])
-    nxt = np.concatenate([digit[1:], [False]])
-    starts = np.flatnonzero(digit & ~prev)
-    ends = np.flatnonzero(digit & ~nxt) + 1
-    lengths = ends - starts
-    if len(starts) % 2 or np.any(lengths > _DIGITS_MAX):
-        return None
+    digit = cls == 1
+    edge = np.flatnonzero(digit[1:] != digit[:-1]) + 1   # where runs of digits start and end
+    if digit[0]:
+        edge = np.concatenate([[0], edge])
+    if digit[-1]:
+        edge = np.concatenate([edge, [len(b)]])
+    starts, ends = edge[0::2], edge[1::2]
     if len(starts) == 0:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    tok_line = np.searchsorted(np.flatnonzero(newline), starts)  # line of every number
+    lengths = ends - starts
+    if len(starts) % 2 or lengths.max() > _DIGITS_MAX:
+        return None
+    tok_line = np.searchsorted(np.flatnonzero(cls == 2), starts)  # line of every number
     if np.any(tok_line[0::2] != tok_line[1::2]) or np.any(np.diff(tok_line[0::2]) == 0):
         return None  # two numbers on each line, and a line never holds four
-    pos = np.flatnonzero(digit)  # numbers are contiguous runs of pos, in order
-    first = np.concatenate([[0], np.cumsum(lengths)[:-1]])
-    power = np.repeat(ends, lengths) - pos - 1
-    values = np.add.reduceat((b[pos] - 48).astype(np.int64) * _POW10[power], first)
+    values = np.zeros(len(starts), dtype=np.int64)
+    last = len(b) - 1
+    for j in range(int(lengths.max())):  # Horner's rule, one digit position of every number at a time
+        d = b[np.minimum(starts + j, last)].astype(np.int64) - 48
+        values = np.where(lengths > j, values * 10 + d, values)
     return values[0::2].copy(), values[1::2].copy()
 
 

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import contextlib
-import sys
 
 
 def add_detector_options(p) -> None:
@@ -46,7 +45,7 @@ def run(args) -> int:
                                 min_face_size=args.min_face_size, thresholds=args.thresholds,
                                 progress=not args.quiet)
     print_summary(summary)
-    print(f"detections written to {args.out}", file=sys.stderr)
+    print(f"detections written to {args.out}")
     return 0 if summary["with_face"] else 1
 
 

@@ -9,8 +9,9 @@ on every photo in ``workers`` processes with a progress bar, and writes:
   align --landmarks`` reads as it is.
   ``out`` (``.csv``): one row per face, ``path,face,kept,score,x1,y1,x2,y2,lx1,ly1,...,lx5,ly5``.
 * ``log``: CSV ``path,status,faces,kept`` for every photo with no face (``no_face``), several faces
-  (``several_faces``: ``kept`` is the index chosen by ``policy``) or that could not be read
-  (``unreadable``, with the reason).
+  (``several_faces``: ``kept`` is the index chosen by ``policy``), that could not be read
+  (``unreadable``, with the reason in ``kept``) or whose kept face could not be aligned
+  (``align_failed``, with the reason).
 * with ``aligned``: the kept face of each photo aligned on every template named in ``templates``,
   in ``aligned/<template>/<relative path>`` (or straight in ``aligned/<relative path>`` when
   ``flat`` and one template).
@@ -86,7 +87,11 @@ def _process(rel: str) -> Dict:
             for name in o["templates"]:
                 sub = Path(o["aligned"]) if o["flat"] else Path(o["aligned"]) / name
                 kw = o["template_options"] if name == "ec_mc" else {}
-                crop = norm_crop(img, det.landmarks[k], size=o["size"], template=name, **kw)
+                try:
+                    crop = norm_crop(img, det.landmarks[k], size=o["size"], template=name, **kw)
+                except ValueError as e:  # degenerate landmarks: logged, the other photos go on
+                    rec["align_error"] = f"{name}: {e}"
+                    break
                 save_image(sub / aligned_name(rel), crop, quality=o["quality"])
     return rec
 
@@ -128,6 +133,8 @@ def _write_log(path: Path, records: List[Dict]) -> int:
             w.writerow([r["path"], "unreadable", 0, r["error"]])
         elif not r["faces"]:
             w.writerow([r["path"], "no_face", 0, ""])
+        elif "align_error" in r:
+            w.writerow([r["path"], "align_failed", len(r["faces"]), r["align_error"]])
         elif len(r["faces"]) > 1:
             w.writerow([r["path"], "several_faces", len(r["faces"]), r["kept"]])
         else:
@@ -223,5 +230,6 @@ def detect_folder(images: PathLike, out: Optional[PathLike] = None, *, log: Opti
             "no_face": sum("error" not in r and not r["faces"] for r in records),
             "several_faces": sum(len(r["faces"]) > 1 for r in records),
             "unreadable": sum("error" in r for r in records),
-            "aligned": with_face * len(templates) if aligned is not None else 0,
+            "aligned": (with_face - sum("align_error" in r for r in records)) * len(templates)
+            if aligned is not None else 0,
             "log": str(log) if log is not None else None, "records": records}

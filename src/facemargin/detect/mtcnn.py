@@ -226,7 +226,7 @@ class MTCNN:
         empty = Detections(np.zeros((0, 4)), np.zeros(0), np.zeros((0, 5, 2)))
         if min(h, w) < 12:
             return empty
-        x = (torch.from_numpy(img).to(self.device).permute(2, 0, 1).float() - 127.5) / 128.0
+        x = (torch.tensor(img, device=self.device).permute(2, 0, 1).float() - 127.5) / 128.0
         with self._lock:
             boxes = self._propose(x)
             if len(boxes):
