@@ -55,3 +55,32 @@ def test_off_by_default_and_clear_when_missing(tmp_path, monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "tensorboard" else real(name, *a))
     with pytest.raises(ValueError, match=r"facemargin\[tb\]"):
         _run(tmp_path / "tb", tensorboard=True, steps=2)
+
+
+def test_resumed_run_curves_match_metrics(tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    def config(out, steps, tb):
+        return load_config(overrides=[f"train.out={out}", f"train.steps={steps}", "train.batch_size=16",
+                                      "train.log_every=1", "train.device=cpu", "train.progress=false",
+                                      f"train.tensorboard={tb}", "model.embedding_size=8", "optim.lr=0.01"])
+
+    g = torch.Generator().manual_seed(0)
+    data = InMemorySet(torch.randn(64, 1, 28, 28, generator=g), torch.arange(64) % 4, 4)
+    first = Trainer(config(tmp_path, 4, "true"), data)   # an interrupted run that got to step 4
+    first.fit()
+    first.close()
+    early = Trainer(config(tmp_path / "early", 2, "false"), data)   # the same run's step-2 checkpoint
+    early.fit()
+    resumed = Trainer(config(tmp_path, 4, "true"), data)
+    resumed.resume(tmp_path / "early" / "checkpoint.pt")   # metrics.jsonl is cut back to step 2
+    resumed.fit()
+    resumed.close()
+    acc = EventAccumulator(str(tmp_path / "tensorboard"), size_guidance={"scalars": 0})
+    acc.Reload()
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3, 4]
+    events = acc.Scalars("train/loss")
+    assert [e.step for e in events] == [1, 2, 3, 4]   # steps 3 and 4 of the first run are gone, not doubled
+    np.testing.assert_allclose([e.value for e in events], [r["loss"] for r in rows], rtol=1e-6)
