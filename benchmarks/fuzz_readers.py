@@ -18,9 +18,7 @@ target failed.
 from __future__ import annotations
 
 import argparse
-import io
 import json
-import os
 import pickle
 import shutil
 import signal

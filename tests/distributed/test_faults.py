@@ -1,5 +1,5 @@
-"""Faults of a distributed run: a rank killed mid-run, resuming it on 2 ranks and on 1, and a
-process killed while it writes a checkpoint."""
+"""Faults of a distributed run: a rank killed mid-run, resuming it on 2 ranks (two nodes) and on 1,
+and a process killed while it writes a checkpoint."""
 from __future__ import annotations
 
 import json
@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
@@ -19,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "train"))
 from dist_launch import run_ranks  # noqa: E402
 from dist_workers import train_cli_worker  # noqa: E402
-from test_torchrun_train import COMMON, _free_port, _losses  # noqa: E402
+from test_torchrun_train import COMMON, _free_port  # noqa: E402
 from trainutil import write_fashion  # noqa: E402
 
 from facemargin.cli import main  # noqa: E402
@@ -73,20 +72,34 @@ def test_killed_rank_fails_the_others_fast_and_the_run_resumes_exactly(data, tmp
     saved = tmp_path / "last.pt"
     shutil.copy(run / "checkpoint.pt", saved)
 
-    # resumed on 2 ranks (torchrun) and on 1 process: the losses of the uninterrupted run, step for step
+    # resumed on 2 ranks and on 1 process: the losses of the uninterrupted run, step for step. The 2 ranks
+    # are two nodes: two `torchrun --nnodes 2` launchers on loopback meeting through the c10d rendezvous
     on2, on1 = tmp_path / "on2", tmp_path / "on1"
-    env = {**os.environ, "FACEMARGIN_DIST_TIMEOUT": "60", "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
-           f"--master_port={_free_port()}", "-m", "facemargin.cli", "train", *args, "--steps", str(STEPS),
-           "--out", str(on2), "--resume", str(saved)]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    two_nodes(["train", *args, "--steps", str(STEPS), "--out", str(on2), "--resume", str(saved)])
     assert main(["train", *args, "--steps", str(STEPS), "--out", str(on1), "--resume", str(saved)]) == 0
     want = torch.tensor([ref[k] for k in range(start + 1, STEPS + 1)])
     for out in (on2, on1):
         got = _by_step(out)
         assert sorted(got) == list(range(start + 1, STEPS + 1)), (out, sorted(got))
         torch.testing.assert_close(torch.tensor([got[k] for k in sorted(got)]), want, rtol=1e-4, atol=1e-5)
+
+
+def two_nodes(argv, timeout=240):
+    """``facemargin argv`` on 2 nodes of 1 process each (as on a cluster, but both on this machine)."""
+    env = {**os.environ, "FACEMARGIN_DIST_TIMEOUT": "60", "OMP_NUM_THREADS": "1"}
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc_per_node=1",
+                "--rdzv_backend=c10d", f"--rdzv_endpoint=127.0.0.1:{_free_port()}", "--rdzv_id=facemargin-test",
+                "-m", "facemargin.cli", *argv]
+    nodes = [subprocess.Popen(launcher, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for _ in range(2)]
+    try:
+        logs = [p.communicate(timeout=timeout)[0] for p in nodes]
+    finally:
+        for p in nodes:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    assert [p.returncode for p in nodes] == [0, 0], "\n".join(log[-2000:] for log in logs)
 
 
 _SLOW_WRITER = textwrap.dedent("""

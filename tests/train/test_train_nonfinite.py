@@ -51,7 +51,6 @@ def test_a_nonfinite_step_is_skipped_counted_and_logged(fault, cause, data_root,
     tr = make(cfg, logs)
     tr.train_step()  # a good step first, so that momentum buffers exist
     before = state(tr)
-    undo = lambda: None  # noqa: E731
     if fault == "input":
         idx = tr.order(tr.step)
         saved = tr.train_set.images[idx].clone()
