@@ -4,6 +4,10 @@
 ``k`` and the learning rate at step ``k`` are functions of ``k`` alone, and checkpoints hold the
 model, loss (class weights, λ counter, centers), optimizer and RNG states, so a run resumed from
 a checkpoint produces the same losses as a run that was never interrupted.
+
+A step whose input, embeddings, loss or gradients hold NaN/Inf (on any rank) is skipped: nothing
+moves, the skip is logged with its likely cause and counted; ``train.max_consecutive_skips`` in a
+row stop the run. Checkpoints are never written with non-finite values.
 """
 from __future__ import annotations
 
