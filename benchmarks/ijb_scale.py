@@ -9,6 +9,7 @@ genuine gallery/probe pair and random impostor pairs.  It then times, given the 
 * template pooling (flip fusion, norm and faceness weighting, media mean, template sum, L2),
 * the 15.7M pair scores,
 * the ROC and TAR at FAR 1e-6 .. 1e-1,
+* 1:N search of the probe templates in two galleries (G1, G2),
 
 and optionally reading the meta files written to a temporary IJB layout (``--with-files``).
 
@@ -27,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from facemargin.eval.ijb import IJBOptions, pool_templates, read_ijb, score_pairs, verification_1to1
+from facemargin.eval.ijb import IJBOptions, identify_open_set, pool_templates, read_ijb, score_pairs, verification_1to1
 
 IMAGES, TEMPLATES, GALLERY, PAIRS, D = 469_375, 23_124, 3_531, 15_658_489, 512
 
@@ -63,7 +64,7 @@ def build(seed: int = 0, d: int = D):
     t2 = np.concatenate([g2, i2])
     label = np.concatenate([np.ones(len(g1), bool), np.zeros(n_imp, bool)])
     perm = rng.permutation(PAIRS)
-    return emb, emb_f, faceness, t, m, t1[perm], t2[perm], label[perm]
+    return emb, emb_f, faceness, t, m, t1[perm], t2[perm], label[perm], subj_of_template
 
 
 def write_layout(root: Path, t, m, faceness, t1, t2, label) -> None:
@@ -85,7 +86,7 @@ def main() -> None:
     ap.add_argument("--json", help="write the timings here")
     args = ap.parse_args()
     t0 = time.perf_counter()
-    emb, emb_f, faceness, t, m, t1, t2, label = build()
+    emb, emb_f, faceness, t, m, t1, t2, label, subj = build()
     print(f"built synthetic IJB-C: {IMAGES} images, {TEMPLATES} templates, {PAIRS} pairs "
           f"({int(label.sum())} genuine) in {time.perf_counter() - t0:.1f} s")
     load = os.getloadavg()
@@ -107,6 +108,17 @@ def main() -> None:
     print(f"pool {tb - ta:.1f} s, score {tc - tb:.1f} s, ROC+TAR {td - tc:.1f} s: total {td - ta:.1f} s "
           f"(load average before {load[0]:.2f}, after {os.getloadavg()[0]:.2f}, {torch.get_num_threads()} threads)")
     print("TAR@FAR:", ", ".join(f"{k:g}: {v:.4f}" for k, v in r["tar_at_far"].items()))
+    # 1:N: gallery G1 = the first half of the gallery templates, G2 the rest; every probe template
+    # searches both in turn (IJB-C: 1,772 + 1,759 gallery templates, 19,593 probes)
+    te = time.perf_counter()
+    probes = np.arange(GALLERY, TEMPLATES)
+    one_n = {}
+    for name, g in (("G1", np.arange(0, 1772)), ("G2", np.arange(1772, GALLERY))):
+        one_n[name] = identify_open_set(feats[probes], subj[probes], feats[g], subj[g])
+    res["one_to_n_s"] = round(time.perf_counter() - te, 2)
+    res["one_to_n_top1"] = {k: round(v["top1"], 4) for k, v in one_n.items()}
+    print(f"1:N, {len(probes)} probes against G1 and G2 in turn: {res['one_to_n_s']:.1f} s; top-1 "
+          + ", ".join(f"{k} {v['top1']:.4f}" for k, v in one_n.items()))
     if args.with_files:
         with tempfile.TemporaryDirectory() as tmp:
             write_layout(Path(tmp), t, m, faceness, t1, t2, label)
