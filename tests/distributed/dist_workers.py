@@ -216,11 +216,12 @@ def failure_worker(rank, world, out_dir, mode):
     raise AssertionError("the collective succeeded although rank 1 is gone")
 
 
-def train_cli_worker(rank, world, out_dir, argv, kill_rank=None, kill_step=None):
+def train_cli_worker(rank, world, out_dir, argv, kill_rank=None, kill_step=None, nan_rank=None, nan_step=None):
     """``facemargin train argv`` on this rank, as under torchrun (the group already exists).
 
-    Rank ``kill_rank`` kills itself with SIGKILL when step ``kill_step`` (0-based) begins. The others
-    record the exit code of ``main``, what it printed on stderr, and when it returned.
+    Rank ``kill_rank`` kills itself with SIGKILL when step ``kill_step`` (0-based) begins; rank
+    ``nan_rank`` reads a batch of NaN images at step ``nan_step``. The ranks left record the exit
+    code of ``main``, what it printed on stderr, and when it returned.
     """
     import contextlib
     import io
@@ -239,6 +240,15 @@ def train_cli_worker(rank, world, out_dir, argv, kill_rank=None, kill_step=None)
         return step(self)
 
     Trainer.train_step = train_step
+    batch = Trainer._batch
+
+    def _batch(self):
+        x, y = batch(self)
+        if rank == nan_rank and self.step == nan_step:
+            x = torch.full_like(x, float("nan"))
+        return x, y
+
+    Trainer._batch = _batch
     err = io.StringIO()
     with contextlib.redirect_stderr(err):
         code = main(list(argv))

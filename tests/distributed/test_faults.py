@@ -84,6 +84,20 @@ def test_killed_rank_fails_the_others_fast_and_the_run_resumes_exactly(data, tmp
         torch.testing.assert_close(torch.tensor([got[k] for k in sorted(got)]), want, rtol=1e-4, atol=1e-5)
 
 
+def test_a_nan_batch_on_one_rank_skips_the_step_on_every_rank(data, tmp_path):
+    out, ranks = tmp_path / "run", tmp_path / "ranks"
+    ranks.mkdir()
+    argv = ["train", *_args(data), "--steps", "4", "--out", str(out)]
+    codes = run_ranks(train_cli_worker, 2, ranks, args=(argv, None, None, 1, 2), timeout=240, pg_timeout=PG_TIMEOUT)
+    assert codes == [0, 0], codes
+    assert [json.loads((ranks / f"rank{r}.json").read_text())["code"] for r in (0, 1)] == [0, 0]
+    rows = [json.loads(ln) for ln in (out / "metrics.jsonl").read_text().splitlines()]
+    # rank 0 read finite data at step 3 but skipped it with rank 1: the two ranks stay one model
+    assert [(r["step"], r.get("skipped", 0)) for r in rows] == [(1, 0), (2, 0), (3, 1), (4, 0)]
+    ckpt = load_checkpoint(out / "checkpoint.pt")
+    assert all(torch.isfinite(v).all() for v in ckpt["model"].values())
+
+
 def two_nodes(argv, timeout=240):
     """``facemargin argv`` on 2 nodes of 1 process each (as on a cluster, but both on this machine)."""
     env = {**os.environ, "FACEMARGIN_DIST_TIMEOUT": "60", "OMP_NUM_THREADS": "1"}
