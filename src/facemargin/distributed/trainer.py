@@ -41,15 +41,15 @@ class DistributedContext:
     @classmethod
     def from_env(cls, cfg: Dict) -> "DistributedContext":
         d = cfg["dist"]
+        if cfg["aux"].get("name"):  # refused before a process group exists that would need tearing down
+            raise ValueError(f"aux loss {cfg['aux']['name']!r} is not supported in distributed runs "
+                             "(its state would differ per rank); train it in one process")
         device = "cuda" if cfg["train"]["device"] in ("auto", "cuda") and torch.cuda.is_available() else "cpu"
         init_process_group_from_env(backend=d["backend"] or None, timeout_s=float(d["timeout_s"]), device=device)
         if device == "cuda":
             import os
 
             cfg["train"]["device"] = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
-        if cfg["aux"].get("name"):
-            raise ValueError(f"aux loss {cfg['aux']['name']!r} is not supported in distributed runs "
-                             "(its state would differ per rank); train it in one process")
         return cls(float(d["sample_rate"]), int(cfg["train"]["seed"]),
                    device=torch.device(cfg["train"]["device"] if device == "cuda" else "cpu"))
 
