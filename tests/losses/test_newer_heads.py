@@ -195,6 +195,27 @@ def test_adaface_defaults_and_detached_norm():
     assert float(x.grad.abs().max()) > 1e-3
 
 
+def test_adaface_batch_of_one_moves_the_mean_only():
+    head = make("adaface", t_alpha=0.5)
+    x, y = setup_2d(head, [ADA_X[2]])
+    head.train()(x, y)
+    assert float(head.margin.batch_mean) == pytest.approx(0.5 * 5.0 + 0.5 * 20.0, rel=1e-12)
+    assert float(head.margin.batch_std) == 100.0
+
+
+@pytest.mark.parametrize("name,key", [("adaface", "batch_std"), ("curricularface", "t")])
+def test_statistics_stay_float32_in_a_bfloat16_head(name, key):
+    head = make(name, D=3, C=5).to(torch.bfloat16)
+    assert head.weight.dtype == torch.bfloat16 and getattr(head.margin, key).dtype == torch.float32
+    before = float(getattr(head.margin, key))
+    g = torch.Generator().manual_seed(0)
+    x = (torch.randn(8, 3, generator=g) * 10).to(torch.bfloat16)
+    head.train()(x, torch.arange(8) % 5)
+    # a step of about 1% of the value: lost in bf16 (8-bit mantissa), kept in float32
+    assert float(getattr(head.margin, key)) != before
+    assert head.double().margin.__getattr__(key).dtype == torch.float64
+
+
 # ------------------------------------------------------------------------------------------------
 # MagFace
 # ------------------------------------------------------------------------------------------------

@@ -55,12 +55,26 @@ def _non_negative(name: str, value) -> float:
     return v
 
 
+class _Float32Statistics(Margin):
+    """A margin whose running statistics stay in at least float32 when the head is cast to
+    float16/bfloat16 (an EMA with rate 0.01 stalls in bf16's 8-bit mantissa)."""
+
+    def _apply(self, fn, recurse=True):
+        before = {k: b for k, b in self._buffers.items() if b is not None and b.is_floating_point()}
+        super()._apply(fn, recurse)
+        for k, old in before.items():
+            new = self._buffers[k]
+            if new is not None and new.dtype in (torch.float16, torch.bfloat16):
+                self._buffers[k] = old.to(device=new.device, dtype=torch.float32)
+        return self
+
+
 # ------------------------------------------------------------------------------------------------
 # AdaFace
 # ------------------------------------------------------------------------------------------------
 
 
-class AdaFaceMargin(Margin):
+class AdaFaceMargin(_Float32Statistics):
     """AdaFace's norm-adaptive margin.
 
     With ``n = clip(‖x‖, 0.001, 100)`` (detached) and the running moments ``μ`` (``batch_mean``) and
@@ -237,7 +251,7 @@ def quality_scores(embeddings: Union[Tensor, np.ndarray]) -> Union[Tensor, np.nd
 # ------------------------------------------------------------------------------------------------
 
 
-class CurricularMargin(Margin):
+class CurricularMargin(_Float32Statistics):
     """CurricularFace's ArcFace target and curriculum on hard negatives.
 
     Target: ``φ = cos(θ_y + m)`` where ``c_y > cos(π − m)``, else ``c_y − m·sin m``. Every
