@@ -73,8 +73,11 @@ class _ProxyReplace(torch.autograd.Function):
 
 @torch.no_grad()
 def replace_rows_(weight: Tensor, x: Tensor, y: Tensor, chosen: Tensor) -> None:
-    """``weight[y_i] = x_i`` for the chosen samples, in batch order (the last one of a class wins)."""
-    idx = chosen.nonzero().flatten()
+    """``weight[y_i] = x_i`` for the chosen samples, in batch order (the last one of a class wins).
+
+    A sample with a non-finite value never becomes a class row (a step that will be skipped must
+    not poison the weights)."""
+    idx = (chosen.bool() & torch.isfinite(x).all(dim=1)).nonzero().flatten()
     if idx.numel() == 0:
         return
     labels = y[idx]
