@@ -6,7 +6,7 @@ import torch
 import facemargin.models as M
 
 NAMES = ["iresnet100", "iresnet18", "iresnet34", "iresnet50", "lenetpp", "mobilefacenet",
-         "resface28", "sphere20"]
+         "resface28", "smallcnn", "sphere20"]
 
 
 def test_available_lists_spec_names():
@@ -18,7 +18,7 @@ def test_available_lists_spec_names():
 @pytest.mark.parametrize("name,size", [("lenetpp", (1, 28, 28)), ("sphere20", (3, 112, 96)),
                                        ("resface28", (3, 112, 112)), ("iresnet18", (3, 112, 112)),
                                        ("iresnet100", (3, 112, 112)),
-                                       ("mobilefacenet", (3, 112, 112))])
+                                       ("mobilefacenet", (3, 112, 112)), ("smallcnn", (3, 32, 32))])
 def test_input_size(name, size):
     assert M.input_size(name) == size
 

@@ -245,8 +245,12 @@ def train_run(name: str, spec: Dict, cfg: Dict, train_set, evaluator: UnseenEval
     steps = int(cfg["train"]["steps"])
     eval_every = int(cfg["train"]["eval_every"])
 
-    def evaluate(model):
-        progress(eval_every)
+    counted = [0]
+
+    def evaluate(model):  # called every eval_every steps and at the end of each stage
+        inc = min(eval_every, steps - counted[0])
+        counted[0] += inc
+        progress(inc)
         return evaluator.curve_point(model)
 
     t0 = time.perf_counter()
@@ -382,6 +386,9 @@ def run_main_bench(out: str = "runs/bench", full: bool = False, set_dir: Optiona
     bar = tqdm(total=len(todo) * budget["steps"], unit="step", desc="bench", dynamic_ncols=True, mininterval=5)
     for name, seed in todo:
         run_dir = out_dir / "runs" / name / f"seed{seed}"
+        if (run_dir / "result.json").is_file():  # finished meanwhile by another call on the same folder
+            bar.update(budget["steps"])
+            continue
         bar.set_postfix_str(f"{name} seed {seed}")
         cfg = run_config(name, specs[name], set_path, run_dir, budget["steps"], budget["batch"], seed,
                          budget["eval_every"], device, workers, image_size=int(gs.manifest["size"]))
