@@ -290,8 +290,20 @@ def write_main_report(out: Path, result: Dict, feature_figs: Dict[str, str], arg
     train_s = sum(r["train_seconds"] for r in result["rows"])
     fars = [k for k in ("0.01", "0.001", "0.0001", "1e-05", "1e-06")
             if any(k in summary[h]["tar_at_far"] for h in summary)]
+    from .glyphs import BUDGETS, HEADS
+
+    full = BUDGETS["full"]
+    every = set(HEADS) <= set(result.get("heads", []))
+    if b["steps"] == full["steps"] and b["batch"] == full["batch"] and len(seeds) >= 3 and every:
+        scope = "the documented full budget."
+    else:
+        scope = (f"a reduced run: the documented `--full` budget is every head and loss, seeds 0-2, {full['steps']} "
+                 f"steps of batch {full['batch']}; this report covers the heads, seeds and steps named here, which is "
+                 "what the machine allowed. Re-running its command with more heads or seeds reuses the finished runs.")
     lines = [
         "# facemargin bench: margin heads on a thousands-of-identities glyph set, TAR at low FAR",
+        "",
+        f"**Scope**: {scope}",
         "",
         f"**This run**: {len(summary)} heads × {len(seeds)} seed(s) ({', '.join(map(str, seeds))}), {b['steps']} steps "
         f"of batch {b['batch']} each. Date: {datetime.date.today().isoformat()}. Machine: {machine_line()}. "
