@@ -22,7 +22,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .heads import MarginHead
+from .heads import MarginHead, normalize_rows_
 from .margin import AdditiveMargin, Margin, MarginContext, MarginSpec, MarginStats, target_logit
 from .registry import LOSSES
 
@@ -178,7 +178,7 @@ class SphereFace2(BinaryMarginHead):
 
     @torch.no_grad()
     def _before_forward(self, training: bool) -> None:
-        self.weight.copy_(F.normalize(self.weight, dim=1))
+        normalize_rows_(self.weight)
 
     def _column_bias(self):
         return self.store.replicated(self.b).expand(self.num_local)

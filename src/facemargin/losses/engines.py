@@ -166,13 +166,26 @@ class _TargetRows(torch.autograd.Function):
         return None, None, None, None
 
 
+#: elements of one column slice of a block: elementwise work (a margin's transform of the
+#: non-target logits and its gradient, a sigmoid head's per-column loss) runs slice by slice, so
+#: its temporaries stay small next to the block itself
+_SLICE_ELEMS = 1 << 21
+
+
+def _slices(rows: int, cols: int):
+    width = max(1, _SLICE_ELEMS // max(rows, 1))
+    for a in range(0, cols, width):
+        yield a, min(cols, a + width)
+
+
 class _Blocks:
     """The logits of class blocks ``[lo, hi)`` and the chain rule back through them.
 
     ``z = pool_K(k_j·(f·W_j)) → others → + b_j``: the GEMM against the raw rows, the per-row
     factor ``k = 1/‖W_row‖`` applied in place, max-pooling over the ``K`` rows of each class
     (sub-center heads; the arg-max is kept for backward), the margin's non-target transform
-    (differentiated with autograd on the block) and the bias.
+    (applied in place, slice by slice, and differentiated with autograd on each slice in
+    backward, where its input is recomputed) and the bias.
     """
 
     def __init__(self, f, weight, bias, weight_norm, K, others, dtype):
@@ -187,7 +200,8 @@ class _Blocks:
         self.n = self.Wd.shape[0] // self.K
 
     def plain(self, lo, hi):
-        """``(z_pre, arg)``: pooled ``k_j·(f·W_j)`` before the transform and bias (arg: pooled rows)."""
+        """``(z_pre, arg)``: pooled ``k_j·(f·W_j)`` before the transform and bias (arg: the
+        arg-max sub-center of every class, uint8; None for one row per class)."""
         K = self.K
         z = torch.mm(self.fd, self.Wd[lo * K:hi * K].t())
         if self.rowf is not None:
@@ -195,31 +209,38 @@ class _Blocks:
         if K == 1:
             return z, None
         z, arg = z.view(z.shape[0], hi - lo, K).max(dim=2)
-        return z, arg
+        return z, arg.to(torch.uint8 if K < 256 else torch.int16)
 
     def finish(self, z_pre, lo, hi):
-        """The final logits of a block from ``z_pre`` (a new tensor when a transform applies)."""
-        z = z_pre if self.others is None else self.others(z_pre)
+        """The final logits of a block, computed in place from ``z_pre``."""
+        z = z_pre
+        if self.others is not None:
+            for a, b in _slices(z.shape[0], z.shape[1]):
+                z[:, a:b] = self.others(z[:, a:b])
         if self.bd is not None:
-            z = z.add_(self.bd[lo:hi]) if z is z_pre else z + self.bd[lo:hi]
+            z.add_(self.bd[lo:hi])
         return z
 
-    def backprop(self, G, z_pre, arg, lo, hi, grads):
-        """Accumulate the gradients of ``sum(G ∘ z)`` for a block into ``grads`` (f, W, b)."""
+    def backprop(self, G, arg, lo, hi, grads):
+        """Accumulate the gradients of ``sum(G ∘ z)`` for a block into ``grads`` (f, W, b); ``G``
+        is consumed."""
         K = self.K
         if grads.get("b") is not None:
             grads["b"][lo:hi] = G.sum(dim=0, dtype=self.wk)
-        if self.others is not None:
-            with torch.enable_grad():
-                zp = z_pre.detach().requires_grad_(True)
-                (G,) = torch.autograd.grad(self.others(zp), zp, G)
+        if self.others is not None:  # the transform's gradient, slice by slice on its recomputed input
+            for a, b in _slices(G.shape[0], G.shape[1]):
+                zp, _ = self.plain(lo + a, lo + b)
+                with torch.enable_grad():
+                    zp.requires_grad_(True)
+                    (g,) = torch.autograd.grad(self.others(zp), zp, G[:, a:b])
+                G[:, a:b] = g
         if K > 1:  # back to the arg-max sub-center of every class
             full = G.new_zeros(G.shape[0], hi - lo, K)
-            full.scatter_(2, arg.unsqueeze(2), G.unsqueeze(2))
+            full.scatter_(2, arg.long().unsqueeze(2), G.unsqueeze(2))
             G = full.view(G.shape[0], (hi - lo) * K)
         r0, r1 = lo * K, hi * K
         if self.rowf is not None:
-            G = G.mul_(self.rowf[r0:r1]) if G.is_contiguous() else G * self.rowf[r0:r1]
+            G = G.mul_(self.rowf[r0:r1])
         if grads.get("need_f"):
             part = torch.mm(G, self.Wd[r0:r1])
             grads["f"] = part if grads.get("f") is None else grads["f"].add_(part)
@@ -233,6 +254,30 @@ class _Blocks:
                 # d(W/‖W‖): remove the radial part (F.normalize's clamp: none where ‖W_j‖ ≤ eps)
                 proj = dots * a * a * ((1.0 / a) > NORM_EPS)
                 q.addcmul_(Wb, proj.to(self.dtype).unsqueeze(1), value=-1.0)
+
+    def neg_and_grad_(self, z, neg, r, c):
+        """Turn the final logits ``z`` of a block into ``d neg/dz`` in place (0 at the targets
+        ``(r, c)``), slice by slice; returns ``(Σ neg over the non-targets, row maxima of the
+        non-target logits)``."""
+        B = z.shape[0]
+        total = torch.zeros((), dtype=self.wk, device=z.device)
+        row_max = torch.full((B,), -math.inf, dtype=self.wk, device=z.device)
+        for a, b in _slices(B, z.shape[1]):
+            sel = (c >= a) & (c < b)
+            rr, cc = r[sel], c[sel] - a
+            with torch.enable_grad():
+                zz = z[:, a:b].to(self.wk, copy=True).requires_grad_(True)
+                vals = neg(zz)
+                (g,) = torch.autograd.grad(vals.sum(), zz)
+            vals = vals.detach()
+            vals[rr, cc] = 0
+            total = total + vals.sum()
+            zt = zz.detach()
+            zt[rr, cc] = -math.inf
+            row_max = torch.maximum(row_max, zt.amax(dim=1))
+            g[rr, cc] = 0
+            z[:, a:b] = g.to(z.dtype)
+        return total, row_max
 
 
 def _grad_buffers(ctx, blocks, bias, need_f, need_w, need_b):
@@ -294,7 +339,6 @@ class BlockSoftmaxCE(torch.autograd.Function):
             target_plain[r] = z_pre[r, c].to(wk)
             if blocks.bd is not None:
                 target_plain[r] += blocks.bd[lo:hi][c].to(wk)
-            saved = (z_pre.clone(), arg) if (keep_buffer and others is not None) else (None, arg)
             z = blocks.finish(z_pre, lo, hi)
             t_here = z[r, c] if Tw is None else Tw[r].to(dtype)
             z[r, c] = neg_inf
@@ -308,7 +352,7 @@ class BlockSoftmaxCE(torch.autograd.Function):
             S = S + z.sum(dim=1, dtype=wk) * torch.exp(m_d.to(wk) - new_m)
             run_m = new_m
             if keep_buffer:
-                buffer = (z, saved)
+                buffer = (z, arg)
             del z, z_pre
         local_m = run_m
         included = (cols >= 0).to(wk)  # whether T_i entered the log-sum-exp (on some rank)
@@ -362,18 +406,17 @@ class BlockSoftmaxCE(torch.autograd.Function):
             if m["single"]:
                 if buffer is None:  # a second backward: rebuild exactly what forward kept
                     z_pre, arg = blocks.plain(lo, hi)
-                    saved = (z_pre.clone() if blocks.others is not None else None, arg)
                     z = blocks.finish(z_pre, lo, hi)
                     z[r, c] = m["Tw"][r].to(dtype)
                     z.sub_(m["local_m"].to(dtype).unsqueeze(1)).exp_()
-                    buffer = (z, saved)
-                G, (z_pre, arg) = buffer
+                    buffer = (z, arg)
+                G, arg = buffer
                 # exp(z − local max), in place: p = G·exp(local max − lse)
                 G.mul_((coef * torch.exp(m["local_m"] - lse)).to(dtype).unsqueeze(1))
                 buffer = None
             else:
                 z_pre, arg = blocks.plain(lo, hi)
-                z = blocks.finish(z_pre.clone() if blocks.others is not None else z_pre, lo, hi)
+                z = blocks.finish(z_pre, lo, hi)
                 z[r, c] = m["Tw"][r].to(dtype)
                 if dtype == wk:
                     G = z.sub_(lse.unsqueeze(1)).exp_().mul_(coef)
@@ -383,7 +426,7 @@ class BlockSoftmaxCE(torch.autograd.Function):
                 G[r, c] = 0  # the target entries reach the inputs through T
             else:
                 G[r, c] -= coef.to(dtype)  # p − 1 at the target
-            blocks.backprop(G, z_pre, arg, lo, hi, grads)
+            blocks.backprop(G, arg, lo, hi, grads)
             del G
         grad_f, grad_w, grad_b = _finish_grads(grads, f, weight, bias, m["link"])
         grad_T = gT.to(T.dtype) if need_T else None
@@ -395,8 +438,9 @@ class BlockBinary(torch.autograd.Function):
 
     ``apply(f, weight, bias, cols, weight_norm, chunk_size, others, neg, link, compute_dtype, K)``
     returns ``(total, target_plain, other_max)`` for this process's classes; ``neg`` is an
-    elementwise function (differentiated with autograd, block by block). Nothing of size
-    ``(B, C)`` is kept: backward recomputes the blocks.
+    elementwise function, differentiated with autograd slice by slice. Unchunked, the forward
+    turns its one ``(B, C)`` block into ``d neg/dz`` in place and keeps it for backward (three
+    GEMMs in all, as a plain linear layer); chunked, backward recomputes the blocks.
     """
 
     @staticmethod
@@ -408,26 +452,29 @@ class BlockBinary(torch.autograd.Function):
             rows_o = (cols >= 0).nonzero().flatten()
             cols_o = cols[rows_o]
             step = max(1, n if (chunk_size is None or chunk_size >= n) else int(chunk_size))
+            keep = step >= n
             target_plain = torch.zeros(B, dtype=wk, device=dev)
             other_max = torch.full((B,), -math.inf, dtype=wk, device=dev)
             total = torch.zeros((), dtype=wk, device=dev)
+            buffer = None
             for lo in range(0, n, step):
                 hi = min(n, lo + step)
-                z_pre, _ = blocks.plain(lo, hi)
+                z_pre, arg = blocks.plain(lo, hi)
                 inb = (cols_o >= lo) & (cols_o < hi)
                 r, c = rows_o[inb], cols_o[inb] - lo
                 target_plain[r] = z_pre[r, c].to(wk)
                 if blocks.bd is not None:
                     target_plain[r] += blocks.bd[lo:hi][c].to(wk)
-                z = blocks.finish(z_pre, lo, hi).to(wk)
-                vals = neg(z)
-                vals[r, c] = 0
-                total = total + vals.sum()
-                z[r, c] = -math.inf
-                other_max = torch.maximum(other_max, z.amax(dim=1))
+                z = blocks.finish(z_pre, lo, hi)
+                part, row_max = blocks.neg_and_grad_(z, neg, r, c)
+                total = total + part
+                other_max = torch.maximum(other_max, row_max)
+                if keep:
+                    buffer = (z, arg)
+                del z, z_pre
             ctx.save_for_backward(f, weight, bias)
             ctx.meta = dict(blocks=blocks, rows_o=rows_o, cols_o=cols_o, step=step, neg=neg, link=link,
-                            device_type=dev.type)
+                            buffer=buffer, device_type=dev.type)
             ctx.mark_non_differentiable(target_plain, other_max)
             return total, target_plain, other_max
 
@@ -440,18 +487,23 @@ class BlockBinary(torch.autograd.Function):
             blocks = m["blocks"]
             need_f, need_w, need_b = ctx.needs_input_grad[:3]
             grads = _grad_buffers(ctx, blocks, bias, need_f, need_w, need_b)
+            buffer = m["buffer"]
+            m["buffer"] = None  # a second backward (retain_graph) recomputes instead
+            scale = grad_total.detach().to(blocks.dtype)
             for lo in range(0, blocks.n, m["step"]):
                 hi = min(blocks.n, lo + m["step"])
-                inb = (m["cols_o"] >= lo) & (m["cols_o"] < hi)
-                r, c = m["rows_o"][inb], m["cols_o"][inb] - lo
-                z_pre, arg = blocks.plain(lo, hi)
-                z = blocks.finish(z_pre.clone() if blocks.others is not None else z_pre, lo, hi)
-                with torch.enable_grad():
-                    zz = z.detach().to(blocks.wk).requires_grad_(True)
-                    (G,) = torch.autograd.grad(m["neg"](zz), zz, torch.full_like(zz, 1.0) * grad_total.to(blocks.wk))
-                G = G.to(blocks.dtype)
-                G[r, c] = 0
-                blocks.backprop(G, z_pre, arg, lo, hi, grads)
+                if buffer is not None:
+                    G, arg = buffer
+                    buffer = None
+                else:
+                    inb = (m["cols_o"] >= lo) & (m["cols_o"] < hi)
+                    r, c = m["rows_o"][inb], m["cols_o"][inb] - lo
+                    z_pre, arg = blocks.plain(lo, hi)
+                    G = blocks.finish(z_pre, lo, hi)
+                    blocks.neg_and_grad_(G, m["neg"], r, c)
+                G.mul_(scale)
+                blocks.backprop(G, arg, lo, hi, grads)
+                del G
             grad_f, grad_w, grad_b = _finish_grads(grads, f, weight, bias, m["link"])
             return grad_f, grad_w, grad_b, None, None, None, None, None, None, None, None
 

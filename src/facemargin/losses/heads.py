@@ -72,6 +72,13 @@ class _ProxyReplace(torch.autograd.Function):
 
 
 @torch.no_grad()
+def normalize_rows_(weight: Tensor, eps: float = 1e-12) -> None:
+    """Scale every row of ``weight`` to unit norm in place (no ``(C, D)`` temporary)."""
+    norms = torch.linalg.vector_norm(weight, dim=1, keepdim=True)
+    weight.div_(norms.clamp_min_(eps))
+
+
+@torch.no_grad()
 def replace_rows_(weight: Tensor, x: Tensor, y: Tensor, chosen: Tensor) -> None:
     """``weight[y_i] = x_i`` for the chosen samples, in batch order (the last one of a class wins).
 
@@ -352,7 +359,8 @@ class MarginHead(nn.Module):
         s = self._scale_arg()
         T = self._target(x, ctx, rows, w_rows, bias, cols, s)
         f = features(x, self.spec, s)
-        loss, stats = self._loss(f, weight, bias, T, cols, link, self._others(ctx, s), x)
+        # the engine hands its weight gradient to the target rows only when they are in the graph
+        loss, stats = self._loss(f, weight, bias, T, cols, link if T is not None else None, self._others(ctx, s), x)
         reg = self.margin.regularizer(ctx)
         if reg is not None:
             self.last_regularizer = float(reg.detach())

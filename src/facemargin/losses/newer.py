@@ -30,7 +30,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .heads import MarginHead
+from .heads import MarginHead, normalize_rows_
 from .margin import Margin, MarginContext, MarginSpec, additive_phi, safe_sin, work_dtype
 from .registry import LOSSES
 
@@ -507,7 +507,7 @@ class SphereFaceR(MarginHead):
 
     @torch.no_grad()
     def _before_forward(self, training: bool) -> None:
-        self.weight.copy_(F.normalize(self.weight, dim=1))
+        normalize_rows_(self.weight)
 
     def forward(self, x: Tensor, y: Tensor) -> Tensor:
         return super().forward(x, y) * (self.lw / self.s)
