@@ -211,6 +211,17 @@ class _Blocks:
         z, arg = z.view(z.shape[0], hi - lo, K).max(dim=2)
         return z, arg.to(torch.uint8 if K < 256 else torch.int16)
 
+    def logits_and_targets(self, lo, hi, rows_o, cols_o, target_plain):
+        """The final logits of block ``[lo, hi)`` and the rows ``r``/columns ``c`` of the targets in
+        it; their plain logits (before any transform, bias included) go into ``target_plain``."""
+        z_pre, arg = self.plain(lo, hi)
+        inb = (cols_o >= lo) & (cols_o < hi)
+        r, c = rows_o[inb], cols_o[inb] - lo
+        target_plain[r] = z_pre[r, c].to(self.wk)
+        if self.bd is not None:
+            target_plain[r] += self.bd[lo:hi][c].to(self.wk)
+        return self.finish(z_pre, lo, hi), arg, r, c
+
     def finish(self, z_pre, lo, hi):
         """The final logits of a block, computed in place from ``z_pre``."""
         z = z_pre
@@ -333,13 +344,7 @@ class BlockSoftmaxCE(torch.autograd.Function):
         neg_inf = torch.tensor(-math.inf, dtype=dtype, device=dev)
         for lo in range(0, n, max(step, 1)):
             hi = min(n, lo + step)
-            z_pre, arg = blocks.plain(lo, hi)
-            inb = (cols_o >= lo) & (cols_o < hi)
-            r, c = rows_o[inb], cols_o[inb] - lo
-            target_plain[r] = z_pre[r, c].to(wk)
-            if blocks.bd is not None:
-                target_plain[r] += blocks.bd[lo:hi][c].to(wk)
-            z = blocks.finish(z_pre, lo, hi)
+            z, arg, r, c = blocks.logits_and_targets(lo, hi, rows_o, cols_o, target_plain)
             t_here = z[r, c] if Tw is None else Tw[r].to(dtype)
             z[r, c] = neg_inf
             if hi > lo:
@@ -353,7 +358,7 @@ class BlockSoftmaxCE(torch.autograd.Function):
             run_m = new_m
             if keep_buffer:
                 buffer = (z, arg)
-            del z, z_pre
+            del z
         local_m = run_m
         included = (cols >= 0).to(wk)  # whether T_i entered the log-sum-exp (on some rank)
         if _world(reducer) > 1:
@@ -459,19 +464,13 @@ class BlockBinary(torch.autograd.Function):
             buffer = None
             for lo in range(0, n, step):
                 hi = min(n, lo + step)
-                z_pre, arg = blocks.plain(lo, hi)
-                inb = (cols_o >= lo) & (cols_o < hi)
-                r, c = rows_o[inb], cols_o[inb] - lo
-                target_plain[r] = z_pre[r, c].to(wk)
-                if blocks.bd is not None:
-                    target_plain[r] += blocks.bd[lo:hi][c].to(wk)
-                z = blocks.finish(z_pre, lo, hi)
+                z, arg, r, c = blocks.logits_and_targets(lo, hi, rows_o, cols_o, target_plain)
                 part, row_max = blocks.neg_and_grad_(z, neg, r, c)
                 total = total + part
                 other_max = torch.maximum(other_max, row_max)
                 if keep:
                     buffer = (z, arg)
-                del z, z_pre
+                del z
             ctx.save_for_backward(f, weight, bias)
             ctx.meta = dict(blocks=blocks, rows_o=rows_o, cols_o=cols_o, step=step, neg=neg, link=link,
                             buffer=buffer, device_type=dev.type)
