@@ -111,6 +111,8 @@ def convergence_reading(out: Path, summary: Dict, key: str) -> Optional[str]:
         slower = min(reach(sa)) > max(reach(ss))
         verdict = ("faster than SphereFace in every seed" if faster else
                    "slower than SphereFace in every seed" if slower else
+                   "behind SphereFace at every evaluation, so not faster" if total and ahead == 0 else
+                   "ahead of SphereFace at every evaluation" if total and ahead == total else
                    "neither consistently faster nor slower than SphereFace")
         parts.append(f"**{atl}** reached {key} ≥ {level:.3f} (90% of the best final value) at steps {fmt(sa)} "
                      f"against SphereFace's {fmt(ss)} (per seed), and was ahead at {ahead} of {total} evaluations: "
