@@ -3,10 +3,12 @@
 * :func:`verify` - k-fold accuracy/threshold, ROC AUC, EER and TAR@FAR (LFW protocol);
 * :mod:`.roc` - the ROC family (ROC, AUC, EER, both TAR@FAR readings);
 * :func:`embed_images` - batched embeddings with optional flip-test fusion;
+* :func:`all_vs_all` - every pair of a labelled set in bounded memory: TAR@FAR, EER, rank-1;
 * :func:`identify`, :func:`gallery_probe_split`, :func:`closed_set_accuracy` - identification;
 * :mod:`.ijb` - IJB-B/IJB-C 1:1 and 1:N template protocols; :mod:`.distractors` - MegaFace-style
   identification among distractors; :mod:`.summary` - several targets, one table.
 """
+from .allvsall import all_vs_all
 from .embed import embed_images
 from .identification import closed_set_accuracy, gallery_probe_split, identify, nearest_class_mean
 from .roc import IJB_FARS, roc_for_plot, tar_at_far_nearest, tar_at_fars, thin_roc
@@ -33,6 +35,7 @@ __all__ = [
     "fold_slices",
     "cosine_scores",
     "embed_images",
+    "all_vs_all",
     "identify",
     "gallery_probe_split",
     "closed_set_accuracy",
