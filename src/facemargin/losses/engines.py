@@ -169,7 +169,7 @@ class _TargetRows(torch.autograd.Function):
 #: elements of one column slice of a block: elementwise work (a margin's transform of the
 #: non-target logits and its gradient, a sigmoid head's per-column loss) runs slice by slice, so
 #: its temporaries stay small next to the block itself
-_SLICE_ELEMS = 1 << 21
+_SLICE_ELEMS = 1 << 18
 
 
 def _slices(rows: int, cols: int):
