@@ -45,12 +45,12 @@ RUNS: Dict[str, Dict] = {
     "cosface": {"loss": {"name": "cosface", "params": {"s": S, "m": 0.35}}},
     "arcface": {"loss": {"name": "arcface", "params": {"s": S, "m": 0.5}}},
     "combined": {"loss": {"name": "combined", "params": {"s": S}}},
-    # the seed's small-set defaults (m=2, lambda_min=3), triplet and semihard from the start
+    # the ATL write-up's small-set defaults (m=2, lambda_min=3), triplet and semihard from the start
     "atl": {"loss": {"name": "atl", "params": {"m": 2, "lambda_min": 3, "triplet": True, "semihard": True}}},
 }
 # the shared backbone and solver of every run (the report's protocol line is written from these)
 WIDTH, EMBEDDING, BATCH = 0.5, 64, 128
-LR = 0.01  # LeNet++ has no batch norm: the seed's 0.1 diverges
+LR = 0.01  # LeNet++ has no batch norm: the ATL write-up's 0.1 diverges
 
 FIGURE_RUNS_2D = ["softmax", "center", "sphereface", "cosface", "arcface", "atl"]
 FIGURE_RUNS_3D = ["normface", "sphereface", "arcface"]
@@ -210,15 +210,15 @@ def steps_to_reach(curve: List[Dict], level: float) -> Optional[int]:
 
 
 def convergence_verdict(atl: List[Dict], sph: List[Dict]) -> str:
-    """Did ATL converge faster than SphereFace (the seed's claim)? Read off the two eval curves."""
+    """Did ATL converge faster than SphereFace (the ATL write-up's claim)? Read off the two eval curves."""
     curve = lambda c: ", ".join(f"{r['step']}: {r['accuracy']:.3f}" for r in c)
     pairs = [(a["accuracy"], s["accuracy"]) for a, s in zip(atl, sph)]
     ahead = sum(a > s for a, s in pairs)
     level = 0.95 * max(atl[-1]["accuracy"], sph[-1]["accuracy"])  # near the better final accuracy
     sa, ss = steps_to_reach(atl, level), steps_to_reach(sph, level)
     faster = ahead > len(pairs) / 2 and sa is not None and (ss is None or sa <= ss)
-    verdict = ("ATL converged faster, as the seed claims" if faster else
-               "ATL did not converge faster than SphereFace here: the seed's claim is not confirmed")
+    verdict = ("ATL converged faster, as the ATL write-up claims" if faster else
+               "ATL did not converge faster than SphereFace here: the ATL write-up's claim is not confirmed")
     return (f"Convergence, open-set accuracy at each evaluation (step: accuracy): ATL {curve(atl)}; SphereFace "
             f"{curve(sph)}. ATL was ahead at {ahead} of {len(pairs)} evaluations; steps to reach {level:.3f} (95% of the "
             f"better final accuracy): ATL {sa if sa is not None else 'never'}, SphereFace {ss if ss is not None else 'never'}. "

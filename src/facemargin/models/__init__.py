@@ -5,7 +5,7 @@ name           input C,H,W  network
 =============  ===========  ==========================================================
 lenetpp        1, 28, 28    LeNet++ of the center-loss paper (Fashion-MNIST, figures)
 sphere20       3, 112, 96   SphereFace-20 (Liu et al. 2017)
-resface28      3, 112, 112  the seed's ResFace-28 deploy net (Angular Triplet Loss)
+resface28      3, 112, 112  the ATL write-up's ResFace-28 deploy net (Angular Triplet Loss)
 iresnet18..100 3, 112, 112  insightface arcface_torch IResNets (iresnet50: 43.6M params)
 mobilefacenet  3, 112, 112  MobileFaceNet (Chen et al. 2018), GDC head, ~1.0-1.2M params
 smallcnn       3, 32, 32    small batch-norm CNN for the glyph identity set (lr 0.1)

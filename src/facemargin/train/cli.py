@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 RECIPES = {
-    # the seed's two ATL recipes, with its small-set defaults (m=2, lambda_min=3)
+    # the ATL write-up's two ATL recipes, with its small-set defaults (m=2, lambda_min=3)
     "atl-direct": "triplet and semihard on from the first step",
     "atl-step": "SphereFace first (stage1), then resume its weights and λ counter with triplet and semihard on (stage2)",
 }
@@ -29,7 +29,7 @@ def register(sub) -> None:
     p.add_argument("--data", help="dataset folder; = data.root")
     p.add_argument("--resume", metavar="CKPT", help="continue a run exactly (weights, optimizer, λ, RNG, step)")
     p.add_argument("--init-from", metavar="CKPT", help="start from a checkpoint's weights (and head/λ state) at step 0")
-    p.add_argument("--recipe", choices=sorted(RECIPES), help="ATL recipes of the seed: " +
+    p.add_argument("--recipe", choices=sorted(RECIPES), help="ATL recipes of the ATL write-up: " +
                    "; ".join(f"{k}: {v}" for k, v in RECIPES.items()))
     p.add_argument("--stage1-fraction", type=float, default=0.5, help="atl-step: share of the steps spent in stage 1")
     p.add_argument("--print-config", action="store_true", help="print the resolved config as TOML and exit")
