@@ -61,6 +61,13 @@ class Registry:
 
         return deco
 
+    def unregister(self, name: str) -> None:
+        """Remove ``name`` and its aliases (e.g. a class registered for an experiment)."""
+        key = self.resolve(name)
+        del self._items[key]
+        for alias in [a for a, k in self._aliases.items() if k == key]:
+            del self._aliases[alias]
+
     def resolve(self, name: str) -> str:
         key = str(name).lower()
         key = self._aliases.get(key, key)

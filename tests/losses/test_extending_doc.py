@@ -20,11 +20,12 @@ def example():
     """Run the doc's margin file and backbone block once (they register their names)."""
     blocks = _blocks()
     ns = {}
-    if "example_normcosface" not in losses.available():
-        exec(compile(blocks[0], str(DOC), "exec"), ns)
-    if "example_tiny" not in models.available():
-        exec(compile(blocks[-1], str(DOC), "exec"), {})
-    return ns
+    exec(compile(blocks[0], str(DOC), "exec"), ns)
+    exec(compile(blocks[-1], str(DOC), "exec"), {})
+    yield ns
+    # the registries are global: other tests list the registered names
+    losses.LOSSES.unregister("example_normcosface")
+    models.BACKBONES.unregister("example_tiny")
 
 
 def test_the_doc_margin_is_one_file_and_exact(example):
@@ -60,6 +61,7 @@ def test_the_doc_margin_runs_on_every_engine(example):
 
 
 def test_the_doc_backbone(example):
+    assert "example_tiny" in models.available()
     net = models.build("example_tiny", embedding_size=8)
     assert net(torch.zeros(2, 3, 32, 32)).shape == (2, 8)
     with pytest.raises(ValueError, match="expects images of shape"):
