@@ -38,12 +38,10 @@ averaged.
 """
 from __future__ import annotations
 
-import math
 from typing import List, Optional, Tuple
 
 import torch
 import torch.distributed as dist
-import torch.nn as nn
 
 from ..losses import build as build_loss, is_head
 from ..losses.stores import WeightStore, seeded_rows  # noqa: F401  (seeded_rows: public here too)

@@ -23,7 +23,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .heads import MarginHead, normalize_rows_
-from .margin import AdditiveMargin, Margin, MarginContext, MarginSpec, MarginStats, target_logit
+from .margin import AdditiveMargin, Margin, MarginSpec, MarginStats, target_logit
 from .registry import LOSSES
 
 Tensor = torch.Tensor

@@ -29,7 +29,7 @@ sums): the sharded engine is the fused engine over a class shard.
 from __future__ import annotations
 
 import math
-from typing import Callable, Optional
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -55,12 +55,10 @@ def _world(reducer) -> int:
 
 
 class Engine:
-    """What every engine provides. ``supports_group``: runs over a class shard with a process
-    group. ``supports_others``: margins that change non-target logits."""
+    """What every engine provides. ``supports_group``: runs over a class shard with a process group."""
 
     name = "engine"
     supports_group = False
-    supports_others = True
 
     def check(self, head_name: str, *, sharded: bool) -> None:
         """Raise a clear ValueError when this engine cannot run the described head."""

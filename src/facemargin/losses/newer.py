@@ -28,7 +28,6 @@ from typing import Dict, Optional, Union
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from .heads import MarginHead, normalize_rows_
 from .margin import Margin, MarginContext, MarginSpec, additive_phi, safe_sin, work_dtype

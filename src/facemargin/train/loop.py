@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
-import os
 import time
 from pathlib import Path
 from typing import Callable, Dict, Optional
