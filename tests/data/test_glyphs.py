@@ -10,6 +10,7 @@ from pathlib import Path
 
 import matplotlib
 import numpy as np
+import torch
 import pytest
 
 from facemargin.data import RecordIO, load_bin
@@ -138,8 +139,9 @@ def test_rec_and_bin_round_trip(built):
     out, man = built
     ds = RecordIO(out)
     assert len(ds) == man["counts"]["train_images"]
-    x, y = G.GlyphSet(out).train_set(augment=True)[0]
-    assert tuple(x.shape) == (3, KW["size"], KW["size"]) and -1.0 <= float(x.min()) <= float(x.max()) <= 1.0
+    x, y = G.GlyphSet(out).train_set(augment=True, progress=False).get_batch(torch.arange(3))
+    assert tuple(x.shape) == (3, 3, KW["size"], KW["size"]) and -1.0 <= float(x.min()) <= float(x.max()) <= 1.0
+    assert torch.equal(y, torch.from_numpy(ds.labels[:3]))
     pair_imgs, same = load_bin(out / "unseen.bin")
     assert len(same) == KW["num_pairs"] and same.sum() == KW["num_pairs"] // 2
     gs = G.GlyphSet(out)
@@ -165,3 +167,86 @@ def test_too_few_fonts_is_a_clear_error(fonts, tmp_path):
         G.build_glyph_set(tmp_path / "x", chars=CHARS, font_dirs=[fonts], min_fonts=50, progress=False)
     with pytest.raises(ValueError, match="only 0 distinct"):
         G.build_glyph_set(tmp_path / "y", chars="가나", font_dirs=[fonts], progress=False)
+
+
+def test_train_images_are_the_decoded_records_and_follow_the_rec(built, tmp_path):
+    out, _ = built
+    ds = RecordIO(out)
+    arr = G.GlyphSet(out).train_images(progress=False)
+    assert arr.dtype == np.uint8 and arr.shape == (len(ds), KW["size"], KW["size"])
+    assert all(np.array_equal(arr[i], ds.image(i)[:, :, 0]) for i in range(len(ds)))
+    # a set copied without the array (or with a stale one) decodes train.rec again
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    (copy / G.TRAIN_IMAGES).unlink()
+    assert np.array_equal(G.GlyphSet(copy).train_images(progress=False), arr)
+    np.save(copy / G.TRAIN_IMAGES, arr[:2])
+    (copy / (G.TRAIN_IMAGES + ".json")).write_text('{"records": 2, "rec_bytes": 1}')
+    assert np.array_equal(G.GlyphSet(copy).train_images(progress=False), arr)
+
+
+def _identity_draws(n, size):
+    return {"angle": torch.zeros(n, dtype=torch.float64), "scale": torch.ones(n, dtype=torch.float64),
+            "shift": torch.zeros(n, 2, dtype=torch.float64), "resolution": torch.full((n,), size),
+            "blur": torch.zeros(n, dtype=torch.float64), "noise": torch.zeros(n, dtype=torch.float64)}
+
+
+def test_batched_degradation_without_effects_is_the_identity():
+    imgs = torch.randint(0, 256, (5, 24, 24), dtype=torch.uint8)
+    out = G.apply_degradations(imgs, _identity_draws(5, 24))
+    assert torch.equal(out, imgs.float())
+
+
+def test_batched_degradation_noise_has_the_drawn_std():
+    d = _identity_draws(3, 64)
+    d["noise"] = torch.tensor([0.0, 5.0, 15.0], dtype=torch.float64)
+    out = G.apply_degradations(torch.full((3, 64, 64), 128, dtype=torch.uint8), d,
+                               generator=torch.Generator().manual_seed(0))
+    std = (out - 128.0).flatten(1).std(1)
+    assert float(std[0]) == 0.0
+    assert abs(float(std[1]) - 5.0) < 0.4 and abs(float(std[2]) - 15.0) < 1.0
+
+
+def test_batched_degradation_agrees_with_the_pillow_reference(built):
+    """The training-time (torch, batched) and test-set (Pillow, per image) degradations apply the
+    same draw alike: within about one grey level on average (they differ by interpolation details,
+    e.g. Pillow's half-pixel convention in the affine map)."""
+    out, _ = built
+    imgs = G.GlyphSet(out).train_images(progress=False)[:60]
+    d = G.draw_degradations(len(imgs), KW["size"], generator=torch.Generator().manual_seed(1))
+    d["noise"].zero_()
+    ours = G.apply_degradations(torch.from_numpy(imgs), d).numpy()
+    diffs = []
+    for k in range(len(imgs)):
+        ref = G.degrade_pil(imgs[k], float(d["angle"][k]), float(d["scale"][k]), d["shift"][k].tolist(),
+                            int(d["resolution"][k]), float(d["blur"][k]))
+        diffs.append(np.abs(np.clip(np.rint(ref), 0, 255) - ours[k]).mean())
+    assert bool((d["blur"] > 0).any()) and bool((d["resolution"] < KW["size"]).any())
+    assert np.mean(diffs) < 2.5 and np.max(diffs) < 8.0
+    # a different draw gives clearly different images (the comparison can fail)
+    other = G.apply_degradations(torch.from_numpy(imgs), {**d, "angle": -d["angle"], "shift": -d["shift"]}).numpy()
+    assert np.abs(other - ours).mean() > 4 * np.mean(diffs)
+
+
+def test_glyph_train_set_draws_from_torchs_stream(built):
+    out, _ = built
+    ts = G.GlyphSet(out).train_set(progress=False)
+    idx = torch.arange(8)
+    torch.manual_seed(3)
+    a, _ = ts.get_batch(idx)
+    b, _ = ts.get_batch(idx)
+    torch.manual_seed(3)
+    c, _ = ts.get_batch(idx)
+    assert torch.equal(a, c) and not torch.equal(a, b)
+    clean, _ = G.GlyphSet(out).train_set(augment=False, progress=False).get_batch(idx)
+    assert torch.equal(clean, G.normalize_grey(torch.from_numpy(ts.images[:8].numpy())))
+
+
+def test_trainer_config_reads_a_glyph_set_in_memory(built):
+    from facemargin.train.data import build_train_set
+
+    out, _ = built
+    ts = build_train_set({"name": "recordio", "root": str(out), "degrade": True})
+    assert isinstance(ts, G.GlyphTrainSet) and ts.num_classes == RecordIO(out).num_classes

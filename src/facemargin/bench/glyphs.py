@@ -167,8 +167,9 @@ class UnseenEval:
     def _tensor(imgs: np.ndarray):
         import torch
 
-        x = torch.from_numpy(imgs).float().div_(255.0).sub_(0.5).div_(0.5)
-        return x.unsqueeze(1).expand(-1, 3, -1, -1).contiguous()
+        from ..data.glyphs import normalize_grey
+
+        return normalize_grey(torch.from_numpy(imgs))
 
     def embed(self, model, images) -> np.ndarray:
         from ..eval import embed_images

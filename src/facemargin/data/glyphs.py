@@ -11,7 +11,9 @@ fonts much as faces differ between photos (stroke weight, serif, proportions), w
 
 * ``train.rec`` / ``train.idx`` / ``property``: the clean renderings of the *training* identities in
   insightface's RecordIO layout (labels ``0..C-1`` in the order of ``manifest["train_identities"]``).
-  Degradations are applied while training (:class:`GlyphAugment`), so every epoch sees new ones.
+  Degradations are applied while training, a batch at a time (:class:`GlyphTrainSet`), so every
+  epoch sees new ones. ``train_images.npy`` holds the same renderings as one uint8 array, so
+  training reads them without decoding.
 * ``unseen/train.rec`` (+ ``.idx``, ``property``): renderings of the *unseen* identities, each
   degraded once with a generator seeded by the set's seed and the image index, for the all-vs-all
   TAR@FAR protocol; ``unseen.lst`` lists them (``record<TAB>identity<TAB>resolution<TAB>blur<TAB>noise``).
@@ -47,6 +49,8 @@ PathLike = Union[str, os.PathLike]
 FONT_DIRS = ("/usr/share/fonts", "/usr/local/share/fonts", "~/.local/share/fonts", "~/.fonts")
 FONT_SUFFIXES = (".ttf", ".otf", ".ttc", ".otc")
 MANIFEST_VERSION = 1
+#: the clean training renderings as one uint8 array, beside ``train.rec`` (read by ``GlyphSet.train_set``)
+TRAIN_IMAGES = "train_images.npy"
 #: how many characters are rendered to recognise a face that copies an earlier one
 PROBE_CHARS = 48
 
@@ -214,6 +218,26 @@ def image_hash(img: np.ndarray) -> str:
 
 
 # ----------------------------------------------------------------------------- degradations
+def degrade_pil(img: np.ndarray, angle: float, scale: float, shift, resolution: int, blur: float) -> np.ndarray:
+    """One grey uint8 image degraded by one draw, without noise, with Pillow (float32 result):
+    the reference :func:`degrade` builds the fixed test set with."""
+    from PIL import Image, ImageFilter
+
+    h, w = img.shape[:2]
+    # inverse map (output -> input) of a rotation+scale about the centre followed by a shift
+    cx, cy = (w - 1) / 2.0, (h - 1) / 2.0
+    c, s = math.cos(angle) / scale, math.sin(angle) / scale
+    a, b, d, e = c, s, -s, c
+    ox, oy = cx + float(shift[0]), cy + float(shift[1])
+    coeffs = (a, b, cx - a * ox - b * oy, d, e, cy - d * ox - e * oy)
+    im = Image.fromarray(img, "L").transform((w, h), Image.AFFINE, coeffs, resample=Image.BILINEAR, fillcolor=0)
+    if resolution < min(h, w):
+        im = im.resize((resolution, resolution), Image.BILINEAR).resize((w, h), Image.BILINEAR)
+    if blur > 0:
+        im = im.filter(ImageFilter.GaussianBlur(blur))
+    return np.asarray(im, dtype=np.float32)
+
+
 def degrade(img: np.ndarray, rng: np.random.Generator, params: Optional[Dict] = None) -> Tuple[np.ndarray, Dict]:
     """A random low-quality version of a grey glyph image, and the draw that made it.
 
@@ -221,8 +245,6 @@ def degrade(img: np.ndarray, rng: np.random.Generator, params: Optional[Dict] = 
     (``r`` uniform in ``[min_resolution, size]``) and back up (bilinear), a Gaussian blur (half of
     the images, radius up to ``max_blur``), and additive Gaussian noise. Returns the uint8 image
     and ``{"resolution", "blur", "noise"}``."""
-    from PIL import Image, ImageFilter
-
     p = dict(DEGRADE, **(params or {}))
     h, w = img.shape[:2]
     size = min(h, w)
@@ -232,30 +254,108 @@ def degrade(img: np.ndarray, rng: np.random.Generator, params: Optional[Dict] = 
     res = int(rng.integers(int(p["min_resolution"]), size + 1))
     blur = float(rng.uniform(0.0, p["max_blur"])) if rng.random() < 0.5 else 0.0
     noise = float(rng.uniform(0.0, p["max_noise"]))
-    # inverse map (output -> input) of a rotation+scale about the centre followed by a shift
-    cx, cy = (w - 1) / 2.0, (h - 1) / 2.0
-    c, s = math.cos(ang) / sc, math.sin(ang) / sc
-    a, b, d, e = c, s, -s, c
-    ox, oy = cx + tx, cy + ty
-    coeffs = (a, b, cx - a * ox - b * oy, d, e, cy - d * ox - e * oy)
-    im = Image.fromarray(img, "L").transform((w, h), Image.AFFINE, coeffs, resample=Image.BILINEAR, fillcolor=0)
-    if res < size:
-        im = im.resize((res, res), Image.BILINEAR).resize((w, h), Image.BILINEAR)
-    if blur > 0:
-        im = im.filter(ImageFilter.GaussianBlur(blur))
-    out = np.asarray(im, dtype=np.float32)
+    out = degrade_pil(img, ang, sc, (tx, ty), res, blur)
     if noise > 0:
         out = out + rng.normal(0.0, noise, size=out.shape).astype(np.float32)
     out = np.clip(np.rint(out), 0, 255).astype(np.uint8)
     return out, {"resolution": res, "blur": round(blur, 4), "noise": round(noise, 4)}
 
 
-class GlyphAugment:
-    """Training-time degradation for :class:`~facemargin.data.RecordIO` (its ``transform``).
+def draw_degradations(n: int, size: int, params: Optional[Dict] = None, generator=None) -> Dict:
+    """``n`` random degradations (the distribution :func:`degrade` draws from), from torch's random
+    stream (``generator``, or the global one: a trainer checkpoints it, so a resumed run draws the
+    same ones). Returns float64/int64 tensors ``angle`` (radians), ``scale``, ``shift`` ``(n, 2)``,
+    ``resolution``, ``blur`` and ``noise``."""
+    import torch
 
-    Each call draws its degradation from a NumPy generator seeded by torch's random stream, so a
-    run (and each DataLoader worker, which torch seeds from the run's seed) is reproducible.
-    Returns the normalised float tensor ``(3, H, W)`` the backbones take."""
+    p = dict(DEGRADE, **(params or {}))
+
+    def uniform(lo, hi, shape=(n,)):
+        return lo + (hi - lo) * torch.rand(shape, generator=generator, dtype=torch.float64)
+
+    rot = math.radians(float(p["max_rotation"]))
+    out = {"angle": uniform(-rot, rot), "scale": uniform(*map(float, p["scale"])),
+           "shift": uniform(-float(p["max_shift"]), float(p["max_shift"]), (n, 2)),
+           "resolution": torch.randint(int(p["min_resolution"]), int(size) + 1, (n,), generator=generator)}
+    sharp = torch.rand(n, generator=generator) >= 0.5
+    out["blur"] = uniform(0.0, float(p["max_blur"])).masked_fill_(sharp, 0.0)
+    out["noise"] = uniform(0.0, float(p["max_noise"]))
+    return out
+
+
+def apply_degradations(images, draws: Dict, generator=None):
+    """Degrade a batch of grey images ``(B, H, W)`` (uint8 or float on 0..255) by ``draws``
+    (:func:`draw_degradations`), all at once; returns float ``(B, H, W)`` rounded and clipped to
+    0..255.
+
+    The batched counterpart of :func:`degrade`, step for step: the affine jitter about the image
+    centre (bilinear, zeros outside), down-sampling to ``resolution`` pixels (antialiased bilinear)
+    and back up (bilinear), a separable Gaussian blur of standard deviation ``blur`` (edges
+    replicated), and Gaussian noise of standard deviation ``noise`` (drawn from ``generator``)."""
+    import torch
+    import torch.nn.functional as F
+
+    x = images.to(torch.float32)
+    if x.dim() != 3:
+        raise ValueError(f"images must be (B, H, W), got {tuple(x.shape)}")
+    b, h, w = x.shape
+    if b == 0:
+        return x
+    x = x.unsqueeze(1)
+    # affine: the input point of every output pixel (inverse map), in align_corners coordinates
+    ang, sc = draws["angle"].to(torch.float32), draws["scale"].to(torch.float32)
+    tx, ty = draws["shift"].to(torch.float32).unbind(1)
+    cos, sin = torch.cos(ang) / sc, torch.sin(ang) / sc
+    cx, cy = (w - 1) / 2.0, (h - 1) / 2.0
+    ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32), indexing="ij")
+    u = xs[None] - cx - tx[:, None, None]
+    v = ys[None] - cy - ty[:, None, None]
+    xin = cos[:, None, None] * u + sin[:, None, None] * v + cx
+    yin = -sin[:, None, None] * u + cos[:, None, None] * v + cy
+    grid = torch.stack((xin * (2.0 / max(w - 1, 1)) - 1.0, yin * (2.0 / max(h - 1, 1)) - 1.0), dim=-1)
+    x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
+    # resolution: down to r x r and back up, one call per distinct r
+    res = draws["resolution"]
+    for r in torch.unique(res[res < min(h, w)]).tolist():
+        sel = torch.nonzero(res == r).squeeze(1)
+        small = F.interpolate(x[sel], size=(r, r), mode="bilinear", antialias=True, align_corners=False)
+        x[sel] = F.interpolate(small, size=(h, w), mode="bilinear", align_corners=False)
+    # blur: a separable Gaussian per image (a delta for the sharp ones), edges replicated
+    blur = draws["blur"].to(torch.float32)
+    if bool((blur > 0).any()):
+        half = max(1, math.ceil(3.0 * float(blur.max())))
+        t = torch.arange(-half, half + 1, dtype=torch.float32)
+        k = torch.exp(-0.5 * (t[None] / blur.clamp_min(1e-6)[:, None]) ** 2)
+        k = k / k.sum(1, keepdim=True)
+        xb = F.pad(x.view(1, b, h, w), (half, half, half, half), mode="replicate")
+        xb = F.conv2d(xb, k.view(b, 1, 1, -1), groups=b)
+        xb = F.conv2d(xb, k.view(b, 1, -1, 1), groups=b)
+        x = xb.view(b, 1, h, w)
+    x = x.squeeze(1)
+    noise = draws["noise"].to(torch.float32)
+    x = x + noise[:, None, None] * torch.randn(x.shape, generator=generator)
+    return x.round_().clamp_(0.0, 255.0)
+
+
+def degrade_batch(images, params: Optional[Dict] = None, generator=None):
+    """Random low-quality versions of a batch of grey images ``(B, H, W)``: float ``(B, H, W)`` on
+    0..255, and the draws that made them (:func:`draw_degradations`, :func:`apply_degradations`)."""
+    draws = draw_degradations(images.shape[0], min(images.shape[1:]), params, generator)
+    return apply_degradations(images, draws, generator), draws
+
+
+def normalize_grey(x):
+    """Grey images ``(B, H, W)`` on 0..255 -> the backbones' input ``(B, 3, H, W)`` in ``(x/255 − 0.5)/0.5``."""
+    x = x.float().div(255.0).sub_(0.5).div_(0.5)
+    return x.unsqueeze(1).expand(-1, 3, -1, -1).contiguous()
+
+
+class GlyphAugment:
+    """Training-time degradation of one image, for :class:`~facemargin.data.RecordIO` (its
+    ``transform``): :func:`degrade_batch` on a batch of one, from torch's random stream (which
+    torch seeds per DataLoader worker from the run's seed). Returns the normalised float tensor
+    ``(3, H, W)`` the backbones take. :class:`GlyphTrainSet` degrades whole batches instead, which
+    is much faster."""
 
     def __init__(self, params: Optional[Dict] = None):
         self.params = dict(DEGRADE, **(params or {}))
@@ -263,11 +363,38 @@ class GlyphAugment:
     def __call__(self, img: np.ndarray):
         import torch
 
-        seed = int(torch.randint(0, 2 ** 62, (1,)).item())
         grey = img[:, :, 0] if img.ndim == 3 else img
-        out, _ = degrade(np.ascontiguousarray(grey), np.random.default_rng(seed), self.params)
-        x = torch.from_numpy(out).float().div_(255.0).sub_(0.5).div_(0.5)
-        return x.unsqueeze(0).expand(3, -1, -1).contiguous()
+        x, _ = degrade_batch(torch.from_numpy(np.ascontiguousarray(grey))[None], self.params)
+        return normalize_grey(x)[0]
+
+
+class GlyphTrainSet:
+    """The training identities' clean renderings held in memory (uint8 ``(N, H, W)``); every batch
+    is degraded afresh (:func:`degrade_batch`) from torch's random stream, so a resumed run draws
+    the same degradations. The trainer reads it through ``get_batch``, without DataLoader workers.
+    """
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, num_classes: int, params: Optional[Dict] = None,
+                 augment: bool = True):
+        import torch
+
+        if images.ndim != 3 or images.dtype != np.uint8:
+            raise ValueError(f"images must be uint8 (N, H, W), got {images.dtype} {images.shape}")
+        if len(images) != len(labels):
+            raise ValueError(f"{len(images)} images but {len(labels)} labels")
+        self.images = torch.from_numpy(np.ascontiguousarray(images))
+        self.labels = torch.from_numpy(np.asarray(labels, dtype=np.int64))
+        self.num_classes, self.augment = int(num_classes), bool(augment)
+        self.params = dict(DEGRADE, **(params or {}))
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    def get_batch(self, idx):
+        x = self.images[idx]
+        if self.augment:
+            x, _ = degrade_batch(x, self.params)
+        return normalize_grey(x), self.labels[idx]
 
 
 # ----------------------------------------------------------------------------- the set
@@ -470,6 +597,10 @@ def build_glyph_set(out: PathLike, script: str = "hangul", chars: Optional[str] 
     out.mkdir(parents=True, exist_ok=True)
     write_record(out, [_png(images[i]) for i in sel], lut[labels_arr[sel]], num_classes=len(train_ids),
                  progress=progress)
+    from .recordio import RecordIO
+
+    _write_train_images(out, np.stack([images[i] for i in sel]),
+                        {"records": int(len(sel)), "rec_bytes": RecordIO(out).rec_path.stat().st_size})
 
     # 4. the unseen identities: a seeded subset of their renderings, each degraded once
     rng = np.random.default_rng([int(seed), 2])
@@ -530,6 +661,12 @@ def build_glyph_set(out: PathLike, script: str = "hangul", chars: Optional[str] 
     return man
 
 
+def _write_train_images(root: Path, arr: np.ndarray, stamp: Dict) -> None:
+    with atomic_open(Path(root) / TRAIN_IMAGES, "wb") as f:
+        np.save(f, arr, allow_pickle=False)
+    write_json(Path(root) / (TRAIN_IMAGES + ".json"), stamp)
+
+
 def sample_pairs(labels: np.ndarray, num_pairs: int, rng: np.random.Generator):
     """``num_pairs`` index pairs of ``labels``: the first half same-label, the rest different; the
     order is shuffled. Returns ``(i1, i2, issame)``."""
@@ -567,10 +704,43 @@ class GlyphSet:
             raise FileNotFoundError(f"{mpath} not found: build the set with 'facemargin glyphs --out {self.root}'")
         self.manifest = json.loads(mpath.read_text(encoding="utf-8"))
 
-    def train_set(self, augment: bool = True):
+    def train_set(self, augment: bool = True, progress: bool = True) -> GlyphTrainSet:
+        """The training identities in memory (:class:`GlyphTrainSet`), degraded batch by batch
+        when ``augment``."""
         from .recordio import RecordIO
 
-        return RecordIO(self.root, transform=GlyphAugment(self.manifest.get("degrade")) if augment else None)
+        ds = RecordIO(self.root)
+        return GlyphTrainSet(self.train_images(progress), ds.labels, ds.num_classes, self.manifest.get("degrade"),
+                             augment=augment)
+
+    def train_images(self, progress: bool = True) -> np.ndarray:
+        """The clean training renderings as uint8 ``(N, H, W)``, in ``train.rec`` order.
+
+        They are kept in ``train_images.npy`` next to ``train.rec`` (written when the set is built);
+        a set without it, or whose ``train.rec`` changed since (record count or file size), is
+        decoded once and the file written."""
+        from .recordio import RecordIO
+
+        ds = RecordIO(self.root)
+        cache, stamp = self.root / TRAIN_IMAGES, self.root / (TRAIN_IMAGES + ".json")
+        want = {"records": len(ds), "rec_bytes": ds.rec_path.stat().st_size}
+        if cache.is_file() and stamp.is_file():
+            try:
+                ok = json.loads(stamp.read_text(encoding="utf-8")) == want
+            except ValueError:
+                ok = False
+            if ok:
+                arr = np.load(cache, allow_pickle=False)
+                if arr.dtype == np.uint8 and arr.ndim == 3 and len(arr) == len(ds):
+                    return arr
+        from tqdm.auto import tqdm
+
+        idx = range(len(ds))
+        if progress:
+            idx = tqdm(idx, desc=f"decoding {ds.rec_path} once into {cache.name}", unit="img", mininterval=2)
+        arr = np.stack([ds.image(i)[:, :, 0] for i in idx]) if len(ds) else np.zeros((0, 0, 0), np.uint8)
+        _write_train_images(self.root, arr, want)
+        return arr
 
     def unseen(self) -> Tuple[np.ndarray, np.ndarray, Dict[str, np.ndarray]]:
         """The degraded unseen images ``(N, H, W)`` uint8, their identities, and their degradation."""

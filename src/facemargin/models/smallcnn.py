@@ -10,6 +10,7 @@ At ``width=1`` and a 32×32 input a forward pass costs about 3.9 M multiply-adds
 """
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 from .base import Backbone, check_dropout
@@ -63,9 +64,11 @@ class SmallCNN(Backbone):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
             elif isinstance(m, nn.Linear):
                 nn.init.xavier_uniform_(m.weight)
+        # channels-last convolutions: about a fifth faster on CPU for these small maps
+        self.features.to(memory_format=torch.channels_last)
 
     def forward(self, x):
         """Images ``(B, C, S, S)`` normalised as ``(x/255 - 0.5)/0.5`` -> embeddings ``(B, embedding_size)``."""
         self.check_input(x)
-        x = self.features(x)
+        x = self.features(x.contiguous(memory_format=torch.channels_last))
         return self.bn(self.fc(self.dropout(x.flatten(1))))

@@ -70,8 +70,12 @@ def build_train_set(data: Dict):
 
             transform = None
             if data.get("degrade"):
-                from ..data.glyphs import GlyphAugment
+                from pathlib import Path
 
+                from ..data.glyphs import GlyphAugment, GlyphSet
+
+                if (Path(data["root"]) / "manifest.json").is_file():  # a glyph set: in memory, batch-degraded
+                    return GlyphSet(data["root"]).train_set(augment=True)
                 transform = GlyphAugment()
             ds = RecordIO(data["root"], transform=transform)
         else:
