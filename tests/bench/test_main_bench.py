@@ -73,9 +73,28 @@ def test_report_table_figures_and_reference(bench):
         assert f"| {h} | " in text
     assert "| raw pixels (no training) |" in text and "## What the numbers show" in text
     assert "λ schedule" in text  # the compressed λ schedule is stated
+    assert "**Scope**: a reduced run" in text  # 4 steps of 2 seeds is not the documented budget
     for name in ("roc", "tar_curves", "convergence"):
         p = out / "figures" / f"{name}.png"
         assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and f"({Path('figures') / (name + '.png')})" in text
+
+
+def test_report_scope_names_the_heads_a_full_budget_run_left_out(bench, tmp_path):
+    import copy
+    import json
+
+    from facemargin.bench.glyphs import BUDGETS
+    from facemargin.bench.report import write_main_report
+
+    result = json.loads((bench["tmp"] / "out" / "results.json").read_text())
+    res = copy.deepcopy(result)
+    res["budget"].update(steps=BUDGETS["full"]["steps"], batch=BUDGETS["full"]["batch"])
+    for seed in (2,):  # a third seed
+        res["rows"] += [{**r, "seed": seed} for r in result["rows"] if r["seed"] == 0]
+    write_main_report(tmp_path, res, {}, args_line="facemargin bench --full", wall_seconds=1.0, draw=False)
+    text = (tmp_path / "report.md").read_text()
+    assert "**Scope**: the documented full budget (1500 steps of batch 256, 3 seeds)" in text
+    assert "Not run: " in text and "arcface" in text.split("Not run: ")[1].split(";")[0]
 
 
 def test_rerun_skips_finished_runs_and_completes_an_interrupted_one(bench, monkeypatch):

@@ -292,12 +292,18 @@ def write_main_report(out: Path, result: Dict, feature_figs: Dict[str, str], arg
     train_s = sum(r["train_seconds"] for r in result["rows"])
     fars = [k for k in ("0.01", "0.001", "0.0001", "1e-05", "1e-06")
             if any(k in summary[h]["tar_at_far"] for h in summary)]
-    from .glyphs import BUDGETS, HEADS
+    from .glyphs import BUDGETS, available_heads
 
     full = BUDGETS["full"]
-    every = set(HEADS) <= set(result.get("heads", []))
-    if b["steps"] == full["steps"] and b["batch"] == full["batch"] and len(seeds) >= 3 and every:
-        scope = "the documented full budget."
+    missing = [h for h in available_heads(True) if h not in summary]
+    full_budget = b["steps"] == full["steps"] and b["batch"] == full["batch"] and len(seeds) >= 3
+    if full_budget and not missing:
+        scope = "the documented full budget: every head and loss, seeds 0-2, {} steps of batch {}.".format(
+            full["steps"], full["batch"])
+    elif full_budget:
+        scope = (f"the documented full budget ({full['steps']} steps of batch {full['batch']}, {len(seeds)} seeds) for "
+                 f"the {len(summary)} heads in the table. Not run: {', '.join(missing)}; re-running the command "
+                 "without `--heads` adds them and reuses the finished runs.")
     else:
         scope = (f"a reduced run: the documented `--full` budget is every head and loss, seeds 0-2, {full['steps']} "
                  f"steps of batch {full['batch']}; this report covers the heads, seeds and steps named here, which is "

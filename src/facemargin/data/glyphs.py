@@ -592,13 +592,16 @@ def build_glyph_set(out: PathLike, script: str = "hangul", chars: Optional[str] 
     lut = np.full(len(chars), -1, dtype=np.int64)
     lut[train_ids] = np.arange(len(train_ids))
     sel = np.flatnonzero(lut[labels_arr] >= 0)
-    from .recordio import write_record
+    from .recordio import RecordIO, write_encoded_record
 
     out.mkdir(parents=True, exist_ok=True)
-    write_record(out, [_png(images[i]) for i in sel], lut[labels_arr[sel]], num_classes=len(train_ids),
-                 progress=progress)
-    from .recordio import RecordIO
+    train_labels = lut[labels_arr[sel]]
+    sel = sel[np.argsort(train_labels, kind="stable")]  # insightface's layout: records grouped by identity
 
+    def encoded(rows):  # our own renderings: their size is known, so nothing is decoded back
+        return ((_png(images[i]), images[i].shape[:2], f"rendering {i}") for i in rows)
+
+    write_encoded_record(out, encoded(sel), lut[labels_arr[sel]], num_classes=len(train_ids), progress=progress)
     _write_train_images(out, np.stack([images[i] for i in sel]),
                         {"records": int(len(sel)), "rec_bytes": RecordIO(out).rec_path.stat().st_size})
 
@@ -618,8 +621,8 @@ def build_glyph_set(out: PathLike, script: str = "hangul", chars: Optional[str] 
         test_imgs.append(img)
         test_q.append(q)
     test_labels = tlut[labels_arr[test_rows]]
-    write_record(out / "unseen", [_png(x) for x in test_imgs], test_labels, with_header=False,
-                 num_classes=len(test_ids))
+    write_encoded_record(out / "unseen", ((_png(x), x.shape[:2], f"unseen image {k}") for k, x in enumerate(test_imgs)),
+                         test_labels, with_header=False, num_classes=len(test_ids))
     with atomic_open(out / "unseen.lst", "w", encoding="utf-8") as f:
         f.write("# record\tidentity\tresolution\tblur\tnoise\n")
         for k, (y, q) in enumerate(zip(test_labels, test_q)):
