@@ -31,7 +31,7 @@ def test_unknown_name_lists_available():
 
 
 def test_bad_arguments():
-    with pytest.raises(ValueError, match="bad arguments for backbone 'sphere20'.*dropout"):
+    with pytest.raises(ValueError, match="backbone 'sphere20': bad parameters: unknown argument.*'widht'.*it accepts: .*dropout"):
         M.build("sphere20", widht=2)
     for bad in (0, -3, 2.5, True, "512"):
         with pytest.raises(ValueError, match="embedding_size"):

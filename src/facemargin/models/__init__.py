@@ -18,7 +18,6 @@ checked ONNX file. ``load_pretrained(name, path)`` loads insightface ``arcface_t
 """
 from __future__ import annotations
 
-import inspect
 from typing import List, Tuple
 
 from torch import nn
@@ -46,15 +45,7 @@ def build(name: str, embedding_size: int = 512, **kw) -> nn.Module:
     unknown name or keyword raises ``ValueError`` listing what is accepted.
     """
     key = BACKBONES.resolve(name)
-    ctor = BACKBONES.get(key)
-    sig = inspect.signature(ctor)
-    try:
-        sig.bind(embedding_size=embedding_size, **kw)
-    except TypeError as e:
-        params = [p for p in sig.parameters if p != "self"]
-        raise ValueError(f"bad arguments for backbone {key!r}: {e}; it accepts: "
-                         f"{', '.join(params)}") from None
-    model = ctor(embedding_size=embedding_size, **kw)
+    model = BACKBONES.build(key, embedding_size=embedding_size, **kw)
     model.arch = key
     return model
 
