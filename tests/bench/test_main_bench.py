@@ -79,6 +79,15 @@ def test_report_table_figures_and_reference(bench):
         assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and f"({Path('figures') / (name + '.png')})" in text
 
 
+def test_plot_redraws_the_main_job_figures(bench, tmp_path):
+    from facemargin.viz.report import report_figures
+
+    written = report_figures(bench["tmp"] / "out", tmp_path / "figs")
+    assert {"roc", "tar_curves", "convergence"} <= set(written)
+    for name in ("roc", "tar_curves", "convergence"):
+        assert (tmp_path / "figs" / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 def test_report_scope_names_the_heads_a_full_budget_run_left_out(bench, tmp_path):
     import copy
     import json

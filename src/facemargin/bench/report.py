@@ -230,15 +230,17 @@ def _norm_quality_figure(path: Path, out: Path, summary: Dict, heads: List[str],
     return _save(fig, path)
 
 
-def draw_figures(out: Path, result: Dict) -> Dict[str, str]:
-    """Every figure of the main job; a figure whose data is missing is skipped with a message."""
+def draw_figures(out: Path, result: Dict, fig_dir: Optional[Path] = None) -> Dict[str, str]:
+    """Every figure of the main job (into ``fig_dir``, default ``out/figures``); a figure whose data
+    is missing is skipped with a message. Returns ``{figure: path relative to out}``."""
     from ..viz import figures as F
     from ..viz.report import read_metrics
 
     summary = result["summary"]
     heads = list(summary)
     colors = F.series_colors(heads + ["pixels"])
-    fig_dir = out / "figures"
+    out = Path(out)
+    fig_dir = Path(fig_dir) if fig_dir is not None else out / "figures"
     figs: Dict[str, Path] = {}
 
     def draw(key, fn):

@@ -13,7 +13,10 @@ def register(sub) -> argparse.ArgumentParser:
         "plot",
         help="draw the figures of a bench run (PNG) or the heads' decision boundaries",
         description=(
-            "Draw every figure of a bench run from BENCH_DIR/runs/<loss>/{metrics.jsonl, features.npz, "
+            "Draw every figure of a bench run. A main-job folder ('facemargin bench' on a glyph set) gets its "
+            "ROC, training and TAR curves, ATL convergence and norm-vs-quality figures, from its results.json "
+            "and runs/<head>/seed<k>/. A Fashion-MNIST bench folder gets its figures "
+            "from BENCH_DIR/runs/<loss>/{metrics.jsonl, features.npz, "
             "scores.npz, features2d.npz, features3d.npz} into BENCH_DIR/figures/*.png (training curves, "
             "ROC of all losses, 2-D/3-D features, intra- vs inter-class angles, norm vs correctness, "
             "easy/semi-hard/hard shares, decision boundaries). Missing files of a loss are skipped with "

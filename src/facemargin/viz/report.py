@@ -96,6 +96,18 @@ def _runs(bench_dir: Path) -> List[str]:
     return sorted(names, key=lambda n: (order.get(n, len(order)), n))
 
 
+def _main_job_result(bench_dir: Path) -> Optional[Dict]:
+    """The results.json of a glyph-set main-job folder (it holds per-seed rows and a summary),
+    else ``None``."""
+    try:
+        result = json.loads((bench_dir / "results.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if isinstance(result, dict) and {"summary", "rows", "manifest_counts"} <= set(result):
+        return result
+    return None
+
+
 def _result_order(bench_dir: Path) -> Dict[str, int]:
     # keep the order of results.json when there is one (the bench sorts it by accuracy)
     try:
@@ -152,7 +164,10 @@ def report_angle_stats(bench_dir: PathLike, max_points: int = 2000, seed: int = 
 def report_figures(bench_dir: PathLike, out_dir: Optional[PathLike] = None) -> Dict[str, str]:
     """Draw every figure of a bench run; returns ``{figure name: png path relative to bench_dir}``.
 
-    Figures (each only when some run has the data): ``training`` (loss/accuracy/λ curves),
+    A main-job folder (``facemargin bench`` on a glyph set) gets that job's figures (ROC, training
+    and TAR curves, ATL convergence, norm against quality). A Fashion-MNIST bench folder gets:
+
+    ``training`` (loss/accuracy/λ curves),
     ``roc`` (all losses), ``features_2d`` / ``features_3d`` (from ``features2d.npz`` /
     ``features3d.npz``, or ``features.npz`` when its embeddings are 2-/3-D), ``angles`` (intra- vs
     inter-class angle histograms), ``norms`` (norm vs closed-set correctness), ``sample_shares``
@@ -165,6 +180,11 @@ def report_figures(bench_dir: PathLike, out_dir: Optional[PathLike] = None) -> D
     bench_dir = Path(bench_dir)
     if not bench_dir.is_dir():
         raise FileNotFoundError(f"bench directory not found: {bench_dir}")
+    main = _main_job_result(bench_dir)
+    if main is not None:  # the glyph-set main job: its own figures, from its results.json
+        from ..bench.report import draw_figures
+
+        return draw_figures(bench_dir, main, fig_dir=out_dir)
     names = _runs(bench_dir)
     out_dir = Path(out_dir) if out_dir is not None else bench_dir / "figures"
     colors = F.series_colors(names)
