@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import os
+import socket
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator, Union
@@ -15,13 +17,17 @@ PathLike = Union[str, os.PathLike]
 def atomic_open(path: PathLike, mode: str = "wb", **kw) -> Iterator[Any]:
     """Open a temporary file beside ``path``; on success fsync it and ``os.replace`` it into place.
 
-    A crash or exception leaves the previous ``path`` untouched and no partial file behind.
+    An exception leaves the previous ``path`` untouched and no partial file behind. A process
+    killed while writing cannot remove its temporary file (``.NAME.HOST-PID.*.tmp``); the next write
+    of the same ``path`` removes those whose writer, on this host, is no longer running.
     """
     if "r" in mode or "a" in mode:
         raise ValueError(f"atomic_open is for writing, got mode {mode!r}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    prefix = _temp_prefix(path)
+    _remove_dead_writers_temps(path, prefix)
+    fd, tmp = tempfile.mkstemp(prefix=f"{prefix}{os.getpid()}.", suffix=".tmp", dir=path.parent)
     try:
         # mkstemp creates 0600 files; give the result the permissions a plain open() would
         umask = os.umask(0)
@@ -36,6 +42,32 @@ def atomic_open(path: PathLike, mode: str = "wb", **kw) -> Iterator[Any]:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def _temp_prefix(path: Path) -> str:
+    return f".{path.name}.{socket.gethostname()}-"
+
+
+def _pid_running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0: only checks that the process exists
+    except ProcessLookupError:
+        return False
+    except OSError:  # e.g. another user's process
+        return True
+    return True
+
+
+def _remove_dead_writers_temps(path: Path, prefix: str) -> None:
+    """Remove temporaries of ``path`` left by killed writers on this host (POSIX only: elsewhere a
+    process cannot be probed without side effects)."""
+    if os.name != "posix":
+        return
+    for tmp in path.parent.glob(glob.escape(prefix) + "*.tmp"):
+        pid = tmp.name[len(prefix):].split(".", 1)[0]
+        if pid.isdigit() and int(pid) != os.getpid() and not _pid_running(int(pid)):
+            with contextlib.suppress(OSError):
+                tmp.unlink()
 
 
 def write_json(path: PathLike, obj: Any) -> None:

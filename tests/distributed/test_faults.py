@@ -165,3 +165,13 @@ def test_kill_during_a_checkpoint_write_keeps_the_previous_checkpoint(tmp_path):
     assert path.read_bytes() == before
     state = load_checkpoint(path)
     assert state["step"] == 1 and torch.equal(state["model"]["weight"], torch.ones(2, 3))
+    # the killed writer's temporary is left; the next save of the same file removes it, and only it
+    left = [p for p in tmp_path.iterdir() if p.name != path.name]
+    assert [p.name.split(".")[-1] for p in left] == ["tmp"] and f"-{proc.pid}." in left[0].name
+    other = tmp_path / f".other.pt.{left[0].name.split('.pt.', 1)[1]}"  # another file's temporary
+    other.write_bytes(b"x")
+    live = tmp_path / left[0].name.replace(f"-{proc.pid}.", f"-{os.getppid()}.")  # a writer still running
+    live.write_bytes(b"x")
+    save_checkpoint(path, config={"model": {}}, step=2, model=model)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([path.name, other.name, live.name])
+    assert load_checkpoint(path)["step"] == 2
