@@ -29,7 +29,7 @@ def bench(tmp_path_factory):
     build_glyph_set(tmp / "set", chars="ABCDEFGHJKLMNPRT", font_dirs=[fonts], size=16, seed=1, test_fraction=0.25,
                     min_fonts=4, max_test_per_identity=6, num_pairs=40, progress=False)
     kw = dict(out=str(tmp / "out"), set_dir=str(tmp / "set"), heads=HEADS, seeds=[0, 1], steps=4, batch=16,
-              device="cpu", workers=0, feature_figures=False, args_line="facemargin bench --test")
+              device="cpu", feature_figures=False, args_line="facemargin bench --test")
     result = B.run_main_bench(**kw)
     return {"tmp": tmp, "kw": kw, "result": result}
 

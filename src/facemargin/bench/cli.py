@@ -28,7 +28,6 @@ def register(sub) -> None:
     b.add_argument("--seeds", help="comma-separated seeds (default: the budget's)")
     b.add_argument("--steps", type=int, help="training steps per run (overrides the budget)")
     b.add_argument("--batch", type=int, help="batch size (overrides the budget)")
-    b.add_argument("--workers", type=int, default=1, help="processes decoding and degrading training images")
     b.add_argument("--fashion-data", help="Fashion-MNIST folder for the 2-D/3-D feature figures")
     b.add_argument("--device", default="auto", help="auto, cpu or cuda")
     b.add_argument("--no-figures", action="store_true", help="skip the figures and the feature runs")
@@ -74,7 +73,7 @@ def run_bench_cli(args) -> int:
 
     run_main_bench(out=args.out, full=args.full, set_dir=args.data, heads=_list(args.heads),
                    seeds=_list(args.seeds, int), steps=args.steps, batch=args.batch, device=args.device,
-                   workers=args.workers, figures=not args.no_figures, fashion_root=args.fashion_data,
+                   figures=not args.no_figures, fashion_root=args.fashion_data,
                    args_line=_command_line())
     return 0
 

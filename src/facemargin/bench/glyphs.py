@@ -125,12 +125,13 @@ def lambda_gamma(params: Dict, steps: int) -> Optional[float]:
 
 
 def run_config(name: str, spec: Dict, set_dir: Path, out: Path, steps: int, batch: int, seed: int,
-               eval_every: int, device: str, workers: int, image_size: int = 32) -> Dict:
+               eval_every: int, device: str, image_size: int = 32) -> Dict:
     """The trainer config of one (head, seed) run."""
     from ..train.config import load_config
 
     cfg = load_config(None)
-    cfg["data"].update(name="recordio", root=str(set_dir), degrade=True, workers=int(workers), flip=False)
+    # a glyph set trains from memory, degraded a batch at a time: no DataLoader workers
+    cfg["data"].update(name="recordio", root=str(set_dir), degrade=True, workers=0, flip=False)
     cfg["model"] = copy.deepcopy(MODEL)
     cfg["model"]["params"]["image_size"] = int(image_size)
     loss = copy.deepcopy(spec["loss"])
@@ -319,7 +320,7 @@ def aggregate(rows: List[Dict]) -> Dict[str, Dict]:
 
 def run_main_bench(out: str = "runs/bench", full: bool = False, set_dir: Optional[str] = None,
                    heads: Optional[List[str]] = None, seeds: Optional[List[int]] = None, steps: Optional[int] = None,
-                   batch: Optional[int] = None, device: str = "auto", workers: int = 1, figures: bool = True,
+                   batch: Optional[int] = None, device: str = "auto", figures: bool = True,
                    fashion_root: Optional[str] = None, feature_figures: bool = True,
                    args_line: str = "facemargin bench") -> Dict:
     """Run (or continue) the main job; writes ``OUT/results.json``, ``OUT/report.md`` and ``OUT/figures/``.
@@ -330,7 +331,6 @@ def run_main_bench(out: str = "runs/bench", full: bool = False, set_dir: Optiona
         set_dir: the glyph set (built there with the default settings when absent; default
             ``runs/glyphs-hangul``).
         heads, seeds, steps, batch: override the budget's.
-        workers: DataLoader processes decoding and degrading the training images.
         fashion_root: Fashion-MNIST folder for the 2-D/3-D feature figures.
         feature_figures: train the Fashion-MNIST feature runs for those figures.
     """
@@ -392,7 +392,7 @@ def run_main_bench(out: str = "runs/bench", full: bool = False, set_dir: Optiona
             continue
         bar.set_postfix_str(f"{name} seed {seed}")
         cfg = run_config(name, specs[name], set_path, run_dir, budget["steps"], budget["batch"], seed,
-                         budget["eval_every"], device, workers, image_size=int(gs.manifest["size"]))
+                         budget["eval_every"], device, image_size=int(gs.manifest["size"]))
         before = bar.n
         row = train_run(name, specs[name], cfg, train_set, evaluator, progress=bar.update)
         bar.update(max(0, before + budget["steps"] - bar.n))
