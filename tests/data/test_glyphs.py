@@ -185,6 +185,8 @@ def test_train_images_are_the_decoded_records_and_follow_the_rec(built, tmp_path
     np.save(copy / G.TRAIN_IMAGES, arr[:2])
     (copy / (G.TRAIN_IMAGES + ".json")).write_text('{"records": 2, "rec_bytes": 1}')
     assert np.array_equal(G.GlyphSet(copy).train_images(progress=False), arr)
+    (copy / G.TRAIN_IMAGES).write_bytes(b"not an npy file")  # unreadable, with a matching stamp
+    assert np.array_equal(G.GlyphSet(copy).train_images(progress=False), arr)
 
 
 def _identity_draws(n, size):

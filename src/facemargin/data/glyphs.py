@@ -733,8 +733,11 @@ class GlyphSet:
             except ValueError:
                 ok = False
             if ok:
-                arr = np.load(cache, allow_pickle=False)
-                if arr.dtype == np.uint8 and arr.ndim == 3 and len(arr) == len(ds):
+                try:
+                    arr = np.load(cache, allow_pickle=False)
+                except (OSError, ValueError):  # unreadable: decoded again below
+                    arr = None
+                if arr is not None and arr.dtype == np.uint8 and arr.ndim == 3 and len(arr) == len(ds):
                     return arr
         from tqdm.auto import tqdm
 
