@@ -346,8 +346,9 @@ def degrade_batch(images, params: Optional[Dict] = None, generator=None):
 
 def normalize_grey(x):
     """Grey images ``(B, H, W)`` on 0..255 -> the backbones' input ``(B, 3, H, W)`` in ``(x/255 − 0.5)/0.5``."""
-    x = x.float().div(255.0).sub_(0.5).div_(0.5)
-    return x.unsqueeze(1).expand(-1, 3, -1, -1).contiguous()
+    from .arrays import normalize_uint8
+
+    return normalize_uint8(x).unsqueeze(1).expand(-1, 3, -1, -1).contiguous()
 
 
 class GlyphAugment:
@@ -596,14 +597,14 @@ def build_glyph_set(out: PathLike, script: str = "hangul", chars: Optional[str] 
 
     out.mkdir(parents=True, exist_ok=True)
     train_labels = lut[labels_arr[sel]]
-    sel = sel[np.argsort(train_labels, kind="stable")]  # insightface's layout: records grouped by identity
+    order = np.argsort(train_labels, kind="stable")  # insightface's layout: records grouped by identity
+    sel, train_labels = sel[order], train_labels[order]
 
     def encoded(rows):  # our own renderings: their size is known, so nothing is decoded back
         return ((_png(images[i]), images[i].shape[:2], f"rendering {i}") for i in rows)
 
-    write_encoded_record(out, encoded(sel), lut[labels_arr[sel]], num_classes=len(train_ids), progress=progress)
-    _write_train_images(out, np.stack([images[i] for i in sel]),
-                        {"records": int(len(sel)), "rec_bytes": RecordIO(out).rec_path.stat().st_size})
+    write_encoded_record(out, encoded(sel), train_labels, num_classes=len(train_ids), progress=progress)
+    _write_train_images(RecordIO(out), np.stack([images[i] for i in sel]))
 
     # 4. the unseen identities: a seeded subset of their renderings, each degraded once
     rng = np.random.default_rng([int(seed), 2])
@@ -664,10 +665,27 @@ def build_glyph_set(out: PathLike, script: str = "hangul", chars: Optional[str] 
     return man
 
 
-def _write_train_images(root: Path, arr: np.ndarray, stamp: Dict) -> None:
-    with atomic_open(Path(root) / TRAIN_IMAGES, "wb") as f:
+def _train_images_stamp(ds) -> Dict:
+    """What ``train_images.npy`` must agree with: the record count and size of ``train.rec``."""
+    return {"records": len(ds), "rec_bytes": ds.rec_path.stat().st_size}
+
+
+def _read_train_images(ds) -> Optional[np.ndarray]:
+    """``train_images.npy`` beside ``ds`` when it is readable and matches ``ds``, else ``None``."""
+    cache, stamp = ds.rec_path.parent / TRAIN_IMAGES, ds.rec_path.parent / (TRAIN_IMAGES + ".json")
+    try:
+        if json.loads(stamp.read_text(encoding="utf-8")) != _train_images_stamp(ds):
+            return None
+        arr = np.load(cache, allow_pickle=False)
+    except (OSError, ValueError):  # missing or unreadable
+        return None
+    return arr if arr.dtype == np.uint8 and arr.ndim == 3 and len(arr) == len(ds) else None
+
+
+def _write_train_images(ds, arr: np.ndarray) -> None:
+    with atomic_open(ds.rec_path.parent / TRAIN_IMAGES, "wb") as f:
         np.save(f, arr, allow_pickle=False)
-    write_json(Path(root) / (TRAIN_IMAGES + ".json"), stamp)
+    write_json(ds.rec_path.parent / (TRAIN_IMAGES + ".json"), _train_images_stamp(ds))
 
 
 def sample_pairs(labels: np.ndarray, num_pairs: int, rng: np.random.Generator):
@@ -713,8 +731,8 @@ class GlyphSet:
         from .recordio import RecordIO
 
         ds = RecordIO(self.root)
-        return GlyphTrainSet(self.train_images(progress), ds.labels, ds.num_classes, self.manifest.get("degrade"),
-                             augment=augment)
+        return GlyphTrainSet(self._train_images(ds, progress), ds.labels, ds.num_classes,
+                             self.manifest.get("degrade"), augment=augment)
 
     def train_images(self, progress: bool = True) -> np.ndarray:
         """The clean training renderings as uint8 ``(N, H, W)``, in ``train.rec`` order.
@@ -724,28 +742,20 @@ class GlyphSet:
         decoded once and the file written."""
         from .recordio import RecordIO
 
-        ds = RecordIO(self.root)
-        cache, stamp = self.root / TRAIN_IMAGES, self.root / (TRAIN_IMAGES + ".json")
-        want = {"records": len(ds), "rec_bytes": ds.rec_path.stat().st_size}
-        if cache.is_file() and stamp.is_file():
-            try:
-                ok = json.loads(stamp.read_text(encoding="utf-8")) == want
-            except ValueError:
-                ok = False
-            if ok:
-                try:
-                    arr = np.load(cache, allow_pickle=False)
-                except (OSError, ValueError):  # unreadable: decoded again below
-                    arr = None
-                if arr is not None and arr.dtype == np.uint8 and arr.ndim == 3 and len(arr) == len(ds):
-                    return arr
+        return self._train_images(RecordIO(self.root), progress)
+
+    @staticmethod
+    def _train_images(ds, progress: bool) -> np.ndarray:
+        arr = _read_train_images(ds)
+        if arr is not None:
+            return arr
         from tqdm.auto import tqdm
 
         idx = range(len(ds))
         if progress:
-            idx = tqdm(idx, desc=f"decoding {ds.rec_path} once into {cache.name}", unit="img", mininterval=2)
+            idx = tqdm(idx, desc=f"decoding {ds.rec_path} once into {TRAIN_IMAGES}", unit="img", mininterval=2)
         arr = np.stack([ds.image(i)[:, :, 0] for i in idx]) if len(ds) else np.zeros((0, 0, 0), np.uint8)
-        _write_train_images(self.root, arr, want)
+        _write_train_images(ds, arr)
         return arr
 
     def unseen(self) -> Tuple[np.ndarray, np.ndarray, Dict[str, np.ndarray]]:
