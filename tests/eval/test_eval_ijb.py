@@ -194,15 +194,18 @@ def test_open_set_identification_by_hand():
     assert r["num_mated"] == 3 and r["num_non_mated"] == 10
     assert r["top1"] == pytest.approx(2 / 3) and r["top5"] == 1.0
     assert r["ranks"][:3].tolist() == [1, 1, 2]
-    # FPIR 0.01 x 10 < 1: not resolvable.  FPIR 0.1: ceil(1) = 1st largest non-mated score = cos 20;
-    # nothing is strictly above it (FPIR 0); mated at rank 1 above cos 20: the two at cos 10
+    # FPIR 0.01 allows floor(0.1) = 0 of the 10 non-mated probes to alarm: not resolvable.
+    # FPIR 0.1 allows 1: threshold = the 2nd largest non-mated score, cos 45; the probe at 20 degrees
+    # alarms (FPIR 0.1); mated at rank 1 above cos 45: the two at cos 10
     assert set(r["tpir_at_fpir"]) == {0.1, 0.2}
     t1 = r["tpir_at_fpir"][0.1]
-    assert t1["threshold"] == pytest.approx(math.cos(math.radians(20)))
-    assert t1["fpir"] == 0.0 and t1["tpir"] == pytest.approx(2 / 3)
-    # FPIR 0.2: the 2nd largest, cos 45; the probe at 20 degrees alarms (FPIR 0.1)
+    assert t1["threshold"] == pytest.approx(R2)
+    assert t1["fpir"] == pytest.approx(0.1) and t1["false_alarms"] == 1
+    assert t1["tpir"] == pytest.approx(2 / 3) and t1["identified"] == 2
+    # FPIR 0.2 allows 2: the 3rd largest, cos 135 (the eight at 225 degrees); 20 and 45 degrees alarm
     t2 = r["tpir_at_fpir"][0.2]
-    assert t2["threshold"] == pytest.approx(R2) and t2["fpir"] == pytest.approx(0.1)
+    assert t2["threshold"] == pytest.approx(-R2) and t2["fpir"] == pytest.approx(0.2)
+    assert t2["tpir"] == pytest.approx(2 / 3)
     # a closed set (every probe mated) has no TPIR@FPIR
     r = identify_open_set(p[:3], ps[:3], g, gs)
     assert r["tpir_at_fpir"] == {} and r["num_non_mated"] == 0
@@ -220,8 +223,9 @@ def test_one_to_n_galleries(tmp_path):
     # G1: probe 1 (R2, R2) mated, rank 1; probe 4 (-1, 0) non-mated, best score -1
     r1 = ijb_1toN(meta, e, ef, gallery="G1", fpirs=(1.0,))
     assert r1["num_mated"] == 1 and r1["top1"] == 1.0 and r1["num_gallery_templates"] == 1
-    assert r1["tpir_at_fpir"][1.0]["threshold"] == pytest.approx(-1.0)
-    assert r1["tpir_at_fpir"][1.0]["tpir"] == 1.0  # R2 > -1
+    # FPIR 1 allows the one non-mated probe to alarm: no threshold (reported as None)
+    assert r1["tpir_at_fpir"][1.0]["threshold"] is None and r1["tpir_at_fpir"][1.0]["fpir"] == 1.0
+    assert r1["tpir_at_fpir"][1.0]["tpir"] == 1.0
     # both: closed set; probe 1 scores R2 with template 2 and R2 with template 3 (a tie: rank 2),
     # probe 4 scores 0 with its own template 3 and -1 with template 2 (rank 1)
     rb = ijb_1toN(meta, e, ef, gallery="both")
@@ -236,6 +240,223 @@ def test_one_to_n_galleries(tmp_path):
     write_1n(root, [(2, 20)], [(3, 20)], [(1, 20)])
     with pytest.raises(ValueError, match="both galleries"):
         read_ijb_1n(meta)
+
+
+def axis_search(own, others, non_mated, fpirs, tpir_rule="open_set"):
+    """Gallery = the unit axes of subjects 0..G-1, so a probe's feature row is its score list.
+
+    ``own``: mated probes as (subject, score of own subject); ``others``: the same probes' score for
+    every other subject (one value); ``non_mated``: the best score of each non-mated probe (subject
+    99, scoring it against subject 0 and 0 elsewhere)."""
+    n_sub = 2
+    rows, subj = [], []
+    for (s, v) in own:
+        row = np.full(n_sub, float(others))
+        row[s] = v
+        rows.append(row)
+        subj.append(s)
+    for v in non_mated:
+        rows.append([v, 0.0])
+        subj.append(99)
+    return identify_open_set(np.array(rows), subj, np.eye(n_sub), np.arange(n_sub), fpirs=fpirs, tpir_rule=tpir_rule)
+
+
+def test_fpir_f_allows_floor_f_n_false_alarms():
+    # 4 mated probes at rank 1 (other subject scores 0) with own scores .9 .7 .5 .3;
+    # 10 non-mated probes with best scores .95 .85 ... .05
+    own = [(0, 0.9), (1, 0.7), (0, 0.5), (1, 0.3)]
+    nm = [0.95 - 0.1 * i for i in range(10)]
+    r = axis_search(own, 0.0, nm, fpirs=(0.05, 0.1, 0.15, 0.25, 0.3, 1.0))
+    tp = r["tpir_at_fpir"]
+    # 0.05 x 10 = 0.5: no alarm is allowed, a level finer than 1/N: omitted
+    assert set(tp) == {0.1, 0.15, 0.25, 0.3, 1.0}
+    # FPIR 0.1, N = 10: exactly 1 false alarm (.95); threshold .85; only .9 is above it
+    assert tp[0.1]["false_alarms"] == 1 and tp[0.1]["fpir"] == pytest.approx(0.1)
+    assert tp[0.1]["threshold"] == pytest.approx(0.85) and tp[0.1]["tpir"] == 0.25
+    # 0.15 x 10 = 1.5: still 1 alarm
+    assert tp[0.15]["false_alarms"] == 1 and tp[0.15]["threshold"] == pytest.approx(0.85)
+    # 0.25 x 10 = 2.5: 2 alarms (.95 .85), threshold .75, realised FPIR 0.2 <= 0.25
+    assert tp[0.25]["false_alarms"] == 2 and tp[0.25]["fpir"] == pytest.approx(0.2)
+    assert tp[0.25]["threshold"] == pytest.approx(0.75) and tp[0.25]["tpir"] == 0.25
+    # 0.3 x 10 = 3 alarms, threshold .65: .9 and .7 found
+    assert tp[0.3]["false_alarms"] == 3 and tp[0.3]["threshold"] == pytest.approx(0.65)
+    assert tp[0.3]["tpir"] == 0.5
+    # FPIR 1: every non-mated probe may alarm, so no threshold; TPIR = rank-1 share
+    assert tp[1.0] == {"tpir": 1.0, "fpir": 1.0, "threshold": None, "identified": 4, "false_alarms": 10}
+
+    # N = 20 (best scores .975 .925 ... .025), FPIR 0.1: 2 false alarms, threshold .875
+    nm = [0.975 - 0.05 * i for i in range(20)]
+    tp = axis_search(own, 0.0, nm, fpirs=(0.1, 0.01))["tpir_at_fpir"]
+    assert set(tp) == {0.1}  # 0.01 x 20 < 1
+    assert tp[0.1]["false_alarms"] == 2 and tp[0.1]["fpir"] == pytest.approx(0.1)
+    assert tp[0.1]["threshold"] == pytest.approx(0.875) and tp[0.1]["tpir"] == 0.25
+
+    # N = 100 (best scores .995 .985 ... .005): 0.57 x 100 is 56.99999999999999 in floating point,
+    # still 57 alarms; the threshold is the 58th largest, .425
+    nm = [0.995 - 0.01 * i for i in range(100)]
+    tp = axis_search(own, 0.0, nm, fpirs=(0.57,))["tpir_at_fpir"]
+    assert tp[0.57]["false_alarms"] == 57 and tp[0.57]["fpir"] == pytest.approx(0.57)
+    assert tp[0.57]["threshold"] == pytest.approx(0.425) and tp[0.57]["tpir"] == 0.75
+
+
+def test_fpir_with_tied_scores_stays_at_most_f():
+    # 10 non-mated best scores with ties: .9, .8 x 3, .5, and .25 x 5
+    own = [(0, 0.85), (1, 0.8), (0, 0.6), (1, 0.2)]
+    nm = [0.9, 0.8, 0.8, 0.8, 0.5] + [0.25] * 5
+    tp = axis_search(own, 0.0, nm, fpirs=(0.2, 0.4, 0.5, 0.9))["tpir_at_fpir"]
+    # FPIR 0.2 allows 2, but the 2nd to 4th largest tie at .8: the threshold is .8 and only .9
+    # alarms (realised FPIR 0.1); the mated probe at exactly .8 is not above it
+    assert tp[0.2]["threshold"] == pytest.approx(0.8) and tp[0.2]["false_alarms"] == 1
+    assert tp[0.2]["fpir"] == pytest.approx(0.1) and tp[0.2]["tpir"] == 0.25
+    # FPIR 0.4 allows 4: threshold .5 (the 5th largest), 4 alarms; .85 .8 .6 found
+    assert tp[0.4]["threshold"] == pytest.approx(0.5) and tp[0.4]["false_alarms"] == 4
+    assert tp[0.4]["tpir"] == 0.75
+    # FPIR 0.5 allows 5: threshold .25 (the 6th), still 5 alarms
+    assert tp[0.5]["threshold"] == pytest.approx(0.25) and tp[0.5]["fpir"] == pytest.approx(0.5)
+    # FPIR 0.9 allows 9: the 10th largest is .25 too, so only 5 alarm (FPIR 0.5 <= 0.9); .2 not found
+    assert tp[0.9]["threshold"] == pytest.approx(0.25) and tp[0.9]["false_alarms"] == 5
+    assert tp[0.9]["tpir"] == 0.75
+    # all ten tied: FPIR 0.5 allows 5, but none can alarm without all ten alarming
+    tp = axis_search(own, 0.0, [0.6] * 10, fpirs=(0.5,))["tpir_at_fpir"]
+    assert tp[0.5]["false_alarms"] == 0 and tp[0.5]["threshold"] == pytest.approx(0.6)
+    assert tp[0.5]["tpir"] == 0.5  # .85 and .8; .6 is not above .6
+
+
+def test_insightface_reading_by_hand():
+    # subjects 0 and 1 (axes); mated probes (0, .9), (1, .7), and (0, .5) whose other subject scores
+    # .6 (rank 2); 2 non-mated probes with scores (.8, 0) and (.3, 0)
+    p = np.array([[0.9, 0.1], [0.2, 0.7], [0.5, 0.6], [0.8, 0.0], [0.3, 0.0]])
+    ps = [0, 1, 0, 99, 99]
+    r = identify_open_set(p, ps, np.eye(2), [0, 1], fpirs=(0.2, 0.4, 0.6, 0.9), tpir_rule="insightface")
+    # non-mated pairs: .1 .2 .6 (mated probes, other subject) and .8 0 .3 0 (non-mated probes): 7,
+    # sorted .8 .6 .3 .2 .1 0 0; Q = 5 probes
+    assert r["num_non_mated_pairs"] == 7
+    tp = r["tpir_at_fpir"]
+    assert tp == r["tpir_at_fpir_insightface"]
+    # FPIR 0.2: ceil(1) = 1st largest, .8; nothing above it; own scores above .8: .9
+    assert tp[0.2]["threshold"] == pytest.approx(0.8) and tp[0.2]["false_alarms"] == 0
+    assert tp[0.2]["tpir"] == pytest.approx(1 / 3) and tp[0.2]["fpir"] == 0.0
+    # FPIR 0.4: 2nd largest, .6; .8 above it (FPIR 1/5); .9 and .7 above it
+    assert tp[0.4]["threshold"] == pytest.approx(0.6) and tp[0.4]["fpir"] == pytest.approx(0.2)
+    assert tp[0.4]["tpir"] == pytest.approx(2 / 3)
+    # FPIR 0.6: 3rd largest, .3; .5 counts although that probe is at rank 2
+    assert tp[0.6]["threshold"] == pytest.approx(0.3) and tp[0.6]["false_alarms"] == 2
+    assert tp[0.6]["tpir"] == 1.0 and tp[0.6]["fpir"] == pytest.approx(0.4)
+    # FPIR 0.9: ceil(4.5) = 5th largest, .1; 4 pairs above it
+    assert tp[0.9]["threshold"] == pytest.approx(0.1) and tp[0.9]["false_alarms"] == 4
+    # the open-set reading of the same search: N = 2, FPIR 0.6 allows 1 alarm, threshold .3
+    # (the 2nd largest best score); rank-1 only: .9 and .7, not the .5 at rank 2
+    r = identify_open_set(p, ps, np.eye(2), [0, 1], fpirs=(0.6,))
+    assert r["tpir_at_fpir"][0.6]["threshold"] == pytest.approx(0.3)
+    assert r["tpir_at_fpir"][0.6]["tpir"] == pytest.approx(2 / 3)
+    assert r["tpir_at_fpir_insightface"][0.6]["tpir"] == 1.0
+    # closed set (the mated probes alone): the open-set reading is empty, insightface's is defined:
+    # Q = 3, pairs .6 .2 .1; FPIR 1: the 3rd largest .1, 2 pairs above it (FPIR 2/3), TPIR 3/3
+    r = identify_open_set(p[:3], ps[:3], np.eye(2), [0, 1], fpirs=(1.0,))
+    assert r["tpir_at_fpir"] == {}
+    assert r["tpir_at_fpir_insightface"][1.0]["threshold"] == pytest.approx(0.1)
+    assert r["tpir_at_fpir_insightface"][1.0]["fpir"] == pytest.approx(2 / 3)
+    assert r["tpir_at_fpir_insightface"][1.0]["tpir"] == 1.0
+    # a level needing more pairs than there are is omitted: a one-subject gallery has none
+    r = identify_open_set(p[[0, 2]], [0, 0], np.eye(2)[:1], [0], fpirs=(0.5,), tpir_rule="insightface")
+    assert r["num_non_mated_pairs"] == 0 and r["tpir_at_fpir"] == {}
+    with pytest.raises(ValueError, match="tpir_rule"):
+        identify_open_set(p, ps, np.eye(2), [0, 1], tpir_rule="nist")
+
+
+def test_insightface_reading_matches_a_transcription_of_its_script():
+    # insightface's ijb_1n.py evaluation(): one gallery template per subject, every probe mated
+    import heapq
+
+    rng = np.random.default_rng(7)
+    g = rng.normal(size=(40, 16)).astype(np.float32)
+    g /= np.linalg.norm(g, axis=1, keepdims=True)
+    mask = rng.integers(0, 40, 500)
+    q = g[mask] + 0.9 * rng.normal(size=(500, 16)).astype(np.float32)
+    q /= np.linalg.norm(q, axis=1, keepdims=True)
+    fars = [0.01, 0.1]
+    sims = np.dot(q, g.T)
+    required_topk = [math.ceil(len(q) * x) for x in fars]
+    pos_sims = sims[np.arange(len(q)), mask].copy()
+    sims[np.arange(len(q)), mask] = -2.0
+    neg_sims = heapq.nlargest(max(required_topk), sims[np.where(sims > -2.0)])
+    ref = {far: np.sum(pos_sims > neg_sims[k - 1]) / len(q) for far, k in zip(fars, required_topk)}
+    r = identify_open_set(q, mask, g, np.arange(40), fpirs=fars, tpir_rule="insightface", chunk=64)
+    for far in fars:
+        assert r["tpir_at_fpir"][far]["tpir"] == pytest.approx(ref[far])
+        assert r["tpir_at_fpir"][far]["threshold"] == pytest.approx(float(neg_sims[math.ceil(len(q) * far) - 1]))
+    assert 0 < ref[0.01] < ref[0.1] < 1
+
+
+# two galleries of 4-D axis templates: G1 = subject 1 (axis 0), G2 = subjects 2 and 3 (axes 1, 2)
+AVG_GALLERY = {1: (1, (1, 0, 0, 0)), 2: (2, (0, 1, 0, 0)), 3: (3, (0, 0, 1, 0))}
+AVG_PROBES = {  # template: (subject, feature = its scores against subjects 1, 2, 3)
+    11: (1, (0.8, 0.6, 0, 0)),
+    12: (1, (12 / 13, 0, 0, 5 / 13)),
+    13: (2, (0.28, 0.96, 0, 0)),
+    14: (2, (0, 20 / 29, 21 / 29, 0)),  # subject 3 scores above its own: rank 2 in G2
+    15: (3, (0.352, 0, 0.936, 0)),
+    16: (3, (0, 0, 8 / 17, 15 / 17)),
+}
+
+
+def average_layout(root):
+    items = {**{t: v for t, (s, v) in AVG_GALLERY.items()}, **{t: v for t, (s, v) in AVG_PROBES.items()}}
+    images = [(f"{t}.png", t, t, 1.0, v, v) for t, v in items.items()]
+    write_layout(root, images=images, pairs=[(1, 2, 0)], crops=False)
+    write_1n(root, [(1, 1)], [(2, 2), (3, 3)], [(t, s) for t, (s, v) in AVG_PROBES.items()])
+    e, ef = embeddings(images)
+    return read_ijb(root, "IJBC"), e, ef
+
+
+def test_average_gallery_pools_cmc_and_tpir_alike(tmp_path):
+    meta, e, ef = average_layout(tmp_path)
+    r = ijb_1toN(meta, e, ef, gallery="average", fpirs=(0.5,))
+    g1, g2 = r["per_gallery"]["G1"], r["per_gallery"]["G2"]
+    # G1: mated 11, 12 (rank 1, own .8 and .923); non-mated best scores .28 0 .352 0.  FPIR 0.5 allows
+    # 2 of 4: threshold 0 (the 3rd largest), TPIR 2/2
+    assert g1["num_mated"] == 2 and g1["tpir_at_fpir"][0.5]["threshold"] == 0.0
+    assert g1["tpir_at_fpir"][0.5]["tpir"] == 1.0 and g1["tpir_at_fpir"][0.5]["false_alarms"] == 2
+    # G2: mated 13, 14, 15, 16, with 14 at rank 2; non-mated best scores .6 (11) and 0 (12).  FPIR
+    # 0.5 allows 1 of 2: threshold 0; TPIR 3/4
+    assert g2["num_mated"] == 4 and g2["top1"] == 0.75
+    assert g2["tpir_at_fpir"][0.5]["threshold"] == 0.0 and g2["tpir_at_fpir"][0.5]["tpir"] == 0.75
+    # pooled over the 6 mated searches: top-1 (2 + 3) / 6 and TPIR (2 + 3) / 6, not the mean of the
+    # two galleries (1 + 0.75) / 2 = 0.875; FPIR (2 + 1) / (4 + 2)
+    assert r["top1"] == pytest.approx(5 / 6)
+    assert r["tpir_at_fpir"][0.5]["tpir"] == pytest.approx(5 / 6)
+    assert r["tpir_at_fpir"][0.5]["fpir"] == pytest.approx(0.5)
+    assert r["num_mated"] == 6 and r["num_non_mated"] == 6
+    # insightface's reading per gallery (Q = 6).  G1: non-mated pairs .28 0 .352 0, ceil(3) = 3rd
+    # largest 0, 2 above it; TPIR 2/2.  G2: pairs .6 0 (11), 0 0 (12), 0 (13), .724 (14), 0 (15),
+    # 0 (16): 3rd largest 0, 2 above; own scores .96 .690 .936 .471 all above: 14 counts at rank 2
+    ins = r["tpir_at_fpir_insightface"][0.5]
+    assert g2["tpir_at_fpir_insightface"][0.5]["tpir"] == 1.0
+    assert ins["tpir"] == 1.0 and ins["fpir"] == pytest.approx(4 / 12)
+    ri = ijb_1toN(meta, e, ef, gallery="average", fpirs=(0.5,), tpir_rule="insightface")
+    assert ri["tpir_at_fpir"] == r["tpir_at_fpir_insightface"] and ri["top1"] == r["top1"]
+    assert "ceil(f x #probes)" in ri["tpir_rule"]
+
+
+def test_both_galleries_with_the_insightface_reading(tmp_path):
+    # insightface's own setup: G1 and G2 as one gallery, every probe mated (the open-set reading
+    # then has no non-mated probe and stays empty)
+    meta, e, ef = average_layout(tmp_path)
+    r = ijb_1toN(meta, e, ef, gallery="both", fpirs=(0.01, 0.2, 0.5))
+    assert r["tpir_at_fpir"] == {} and r["top1"] == pytest.approx(5 / 6)
+    # 12 non-mated pairs: .6 0 (11), 0 0 (12), .28 0 (13), 0 .724 (14), .352 0 (15), 0 0 (16),
+    # sorted .724 .6 .352 .28 0 x 8
+    assert r["num_non_mated_pairs"] == 12
+    tp = r["tpir_at_fpir_insightface"]
+    # FPIR 0.01: ceil(0.06) = 1st largest .724: own .8 .923 .96 .936 above it, 4/6
+    assert tp[0.01]["threshold"] == pytest.approx(21 / 29, abs=1e-6) and tp[0.01]["tpir"] == pytest.approx(4 / 6)
+    # FPIR 0.2: ceil(1.2) = 2nd largest .6; .724 above it (FPIR 1/6); own scores above .6: all but .471
+    assert tp[0.2]["threshold"] == pytest.approx(0.6, abs=1e-6) and tp[0.2]["fpir"] == pytest.approx(1 / 6)
+    assert tp[0.2]["tpir"] == pytest.approx(5 / 6)
+    # FPIR 0.5: 3rd largest .352; every own score is above it, the rank-2 probe 14 included, so
+    # TPIR 1 > top-1 5/6
+    assert tp[0.5]["threshold"] == pytest.approx(0.352, abs=1e-6) and tp[0.5]["tpir"] == 1.0
+    assert tp[0.5]["false_alarms"] == 2
 
 
 def tiny_model():

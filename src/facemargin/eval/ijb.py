@@ -26,8 +26,20 @@ The protocol, step by step (as insightface's ``eval_ijbc.py`` computes it):
    default, as the published tables are (:func:`facemargin.eval.roc.tar_at_far_nearest`); the
    conservative reading (largest TAR with FAR at most the level) is reported beside it.
 5. **1:N**: probes are the mixed-media probe templates; the gallery is G1, G2 (IJB-B: S1, S2), both
-   together, or each one in turn with the two results averaged.  See :func:`identify_open_set`
-   for the ranks and the TPIR@FPIR threshold rule.
+   together, or each one in turn with the two results pooled (CMC and TPIR both count every
+   mated search of the two galleries once).  See :func:`identify_open_set` for the ranks and the
+   TPIR@FPIR rule: FPIR ``f`` allows ``floor(f N)`` of the ``N`` non-mated probes to alarm, a
+   search alarming when its best score is above the threshold, and TPIR counts the mated probes
+   found at rank 1 above it.
+
+   This open-set reading is not the one of insightface's ``recognition/_evaluation_/ijb/ijb_1n.py``.
+   That script searches every probe in G1 and G2 together (every probe is mated), takes the
+   threshold from all non-mated pairs (each probe against every gallery template of another
+   subject, not one best score per non-mated probe): the ``ceil(f Q)``-th largest of those
+   scores, ``Q`` the number of probes; and counts a mated probe when its own score is above the
+   threshold, with no rank-1 condition.  Its top-k ranks break ties in sort order where this
+   module counts them against the probe.  ``tpir_rule="insightface"`` gives that reading, and
+   the results always carry it as ``tpir_at_fpir_insightface``.
 
 Embeddings are computed once per model and image list and cached as ``.npy`` (plain and flipped
 separately, so flip on/off needs no second pass); pooling and pair scoring are vectorised.
@@ -65,6 +77,7 @@ __all__ = [
     "IJBImages",
     "embed_ijb",
     "GALLERIES",
+    "TPIR_RULES",
     "model_fingerprint",
 ]
 
@@ -586,9 +599,62 @@ def _subject_scores(sims: np.ndarray, g_order: np.ndarray, g_starts: np.ndarray)
     return np.maximum.reduceat(sims[:, g_order], g_starts, axis=1)
 
 
+#: the TPIR@FPIR readings :func:`identify_open_set` offers
+TPIR_RULES = ("open_set", "insightface")
+# f x N within this of a whole number counts as that number: 0.57 x 100 is 56.99999999999999 and
+# 0.07 x 100 is 7.000000000000001 in floating point (insightface's script takes the ceiling as is)
+_EPS = 1e-9
+
+
+def _top_values(a: np.ndarray, k: int) -> np.ndarray:
+    """The ``k`` largest values of ``a`` (any order), all of them when ``a`` has fewer."""
+    a = a.reshape(-1)
+    if k <= 0:
+        return a[:0]
+    if a.size <= k:
+        return a.copy()
+    return np.partition(a, a.size - k)[a.size - k:]
+
+
+def _open_set_levels(fpirs, r, own, nm) -> Dict:
+    """TPIR@FPIR with at most ``floor(f N)`` of the ``N`` non-mated searches alarming."""
+    n = len(nm)
+    out = {}
+    for f in fpirs:
+        k = math.floor(f * n + _EPS)  # the false alarms level f allows
+        if n == 0 or k < 1:
+            continue  # no non-mated probe, or the level is finer than one alarm in N: not resolvable
+        if k >= n:
+            t = -math.inf  # every non-mated search may alarm
+        else:
+            t = float(nm[k])  # the (k+1)-th largest: at most k scores lie strictly above it, fewer with ties
+        hit = (r == 1) & (own > t)
+        alarms = int((nm > t).sum())
+        out[f] = {"tpir": float(np.mean(hit)), "fpir": alarms / n,
+                  "threshold": None if t == -math.inf else t,
+                  "identified": int(hit.sum()), "false_alarms": alarms}
+    return out
+
+
+def _insightface_levels(fpirs, own_mated, neg_top, n_neg, n_probes) -> Dict:
+    """TPIR@FPIR as insightface's ``ijb_1n.py`` reads it (see :func:`identify_open_set`)."""
+    neg = np.sort(neg_top)[::-1]
+    out = {}
+    for f in fpirs:
+        k = math.ceil(f * n_probes - _EPS)
+        if k < 1 or k > n_neg:
+            continue
+        t = float(neg[k - 1])
+        hit = own_mated > t
+        alarms = int((neg > t).sum())  # every non-mated pair above t is among the k largest
+        out[f] = {"tpir": float(np.mean(hit)), "fpir": alarms / n_probes, "threshold": t,
+                  "identified": int(hit.sum()), "false_alarms": alarms}
+    return out
+
+
 def identify_open_set(probe_feats, probe_subjects, gallery_feats, gallery_subjects,
                       ranks: Sequence[int] = (1, 5, 10), fpirs: Sequence[float] = IJB_FPIRS,
-                      chunk: int = 4096) -> Dict:
+                      chunk: int = 4096, tpir_rule: str = "open_set") -> Dict:
     """1:N search of probe templates in a gallery: CMC of the mated probes and TPIR at FPIR.
 
     Features are L2-normalised template features; scores are cosines.  A gallery subject scores
@@ -597,14 +663,29 @@ def identify_open_set(probe_feats, probe_subjects, gallery_feats, gallery_subjec
     * **Rank** of a mated probe: ``1 +`` the number of other gallery subjects scoring at least as
       high as its own subject (ties count against the probe).  ``top1/top5/top10`` (``cmc``) are
       shares of the mated probes.
-    * **TPIR at FPIR** (open set): each non-mated probe's search returns its best score.  With
-      ``N`` non-mated probes the threshold ``t`` for a level ``f`` is the ``ceil(f N)``-th largest
-      of those scores, and a search raises an alarm when its best score is strictly above ``t``;
-      so at most ``ceil(f N) - 1`` non-mated probes alarm and the realised FPIR is at most ``f``
-      (reported as ``fpir``).  TPIR is the share of mated probes whose own subject is at rank 1
-      with a score above ``t``.  Levels with ``f N < 1`` are omitted, and with no non-mated probe
-      (a gallery holding every probe subject) TPIR@FPIR is not defined and left empty.
+    * **TPIR at FPIR**, ``tpir_rule="open_set"`` (the default): each search returns its best
+      score, and a search *alarms* when that score is strictly above the threshold ``t``.  With
+      ``N`` non-mated probes, FPIR ``f`` allows ``k = floor(f N)`` false alarms, so ``t`` is the
+      ``(k+1)``-th largest best score of the non-mated probes: at most ``k`` of them score above
+      it (fewer when scores tie at ``t``), and the realised FPIR, reported as ``fpir``, is at most
+      ``f``.  When ``k >= N`` every search may alarm (``t`` is minus infinity, reported as
+      ``None``).  TPIR is the share of mated probes whose own subject is at rank 1 with a score
+      above ``t``.  Levels with ``f N < 1`` are omitted, and with no non-mated probe (a gallery
+      holding every probe subject) this reading is not defined and left empty.
+    * ``tpir_rule="insightface"``: the reading of insightface's ``ijb_1n.py``.  The negatives are
+      all *non-mated pairs*, every probe (mated or not) against every gallery template of another
+      subject, not one best score per non-mated probe.  With ``Q`` probes, ``t`` is the
+      ``ceil(f Q)``-th largest non-mated pair score; TPIR is the share of mated probes whose own
+      subject scores above ``t``, at any rank; ``fpir`` is the number of non-mated pairs above
+      ``t`` over ``Q``.  It is defined for a closed set too.  Levels needing more pairs than there
+      are are omitted.
+
+    Both readings are computed in the one pass: ``tpir_at_fpir`` follows ``tpir_rule`` and
+    ``tpir_at_fpir_insightface`` always holds the second.  Each level gives ``tpir``, ``fpir``,
+    ``threshold`` and the counts behind them (``identified`` mated probes, ``false_alarms``).
     """
+    if tpir_rule not in TPIR_RULES:
+        raise ValueError(f"tpir_rule must be one of {', '.join(TPIR_RULES)}, got {tpir_rule!r}")
     P = np.asarray(probe_feats, dtype=np.float32)
     G = np.asarray(gallery_feats, dtype=np.float32)
     ps = np.asarray(probe_subjects, dtype=np.int64).reshape(-1)
@@ -615,17 +696,26 @@ def identify_open_set(probe_feats, probe_subjects, gallery_feats, gallery_subjec
         raise ValueError("one subject id is needed per probe and per gallery template")
     if len(G) == 0 or len(P) == 0:
         raise ValueError("the gallery and the probe set must not be empty")
+    fpirs = [float(f) for f in fpirs]
+    for f in fpirs:
+        if not 0 < f <= 1:
+            raise ValueError(f"FPIR levels must lie in (0, 1], got {f}")
     g_order = np.argsort(gs, kind="stable")
     subjects, g_starts = np.unique(gs[g_order], return_index=True)
     mated = np.isin(ps, subjects)
     if not mated.any():
         raise ValueError("no probe subject is in the gallery: identification needs mated probes")
     pos = np.searchsorted(subjects, ps)
+    per_subject = np.diff(np.append(g_starts, len(G)))  # gallery templates of each subject
+    n_neg = int(len(P) * len(G) - per_subject[pos[mated]].sum())
     rank = np.zeros(len(P), dtype=np.int64)
     own = np.full(len(P), -np.inf)
     best = np.empty(len(P))
+    k_pairs = max([math.ceil(f * len(P) - _EPS) for f in fpirs], default=0)
+    neg_top = np.zeros(0, np.float32)
     for a in range(0, len(P), chunk):
-        cls = _subject_scores(P[a:a + chunk] @ G.T, g_order, g_starts)
+        sims = P[a:a + chunk] @ G.T
+        cls = _subject_scores(sims, g_order, g_starts)
         best[a:a + chunk] = cls.max(axis=1)
         m = mated[a:a + chunk]
         rows = np.flatnonzero(m)
@@ -633,28 +723,24 @@ def identify_open_set(probe_feats, probe_subjects, gallery_feats, gallery_subjec
             true = cls[rows, pos[a:a + chunk][rows]]
             own[a + rows] = true
             rank[a + rows] = (cls[rows] >= true[:, None]).sum(axis=1)
+        if k_pairs:  # non-mated pairs: the k largest so far
+            neg = np.where(gs[None, :] == ps[a:a + chunk, None], -np.inf, sims)
+            neg_top = _top_values(np.concatenate([neg_top, _top_values(neg, k_pairs)]), k_pairs)
     r = rank[mated]
     ranks = [int(k) for k in ranks]
     cmc = {k: float(np.mean(r <= k)) for k in ranks}
     nm = np.sort(best[~mated])[::-1]
-    tpir = {}
-    for f in fpirs:
-        f = float(f)
-        if not 0 < f <= 1:
-            raise ValueError(f"FPIR levels must lie in (0, 1], got {f}")
-        if len(nm) == 0 or f * len(nm) < 1 - 1e-9:
-            continue
-        k = math.ceil(f * len(nm) - 1e-9)
-        t = float(nm[k - 1])
-        hit = (r == 1) & (own[mated] > t)
-        tpir[f] = {"tpir": float(np.mean(hit)), "threshold": t, "fpir": float(np.mean(nm > t))}
+    open_set = _open_set_levels(fpirs, r, own[mated], nm)
+    insight = _insightface_levels(fpirs, own[mated], neg_top[np.isfinite(neg_top)].astype(np.float64), n_neg, len(P))
     return {
         "cmc": cmc,
         **{f"top{k}": v for k, v in cmc.items()},
-        "tpir_at_fpir": tpir,
+        "tpir_at_fpir": open_set if tpir_rule == "open_set" else insight,
+        "tpir_at_fpir_insightface": insight,
         "num_probes": int(len(P)),
         "num_mated": int(mated.sum()),
         "num_non_mated": int((~mated).sum()),
+        "num_non_mated_pairs": n_neg,
         "num_gallery_templates": int(len(G)),
         "num_gallery_subjects": int(len(subjects)),
         "ranks": rank,
@@ -683,18 +769,52 @@ def _summarise_1n(res: Dict) -> Dict:
     return {k: v for k, v in res.items() if k not in ("ranks", "best_scores", "mated")}
 
 
+_RULE_TEXT = {
+    "open_set": "with N non-mated probes, FPIR f allows k = floor(f x N) false alarms: threshold = the (k+1)-th "
+                "largest best score of the non-mated probes; alarm when score > threshold; TPIR = rank-1 and "
+                "score > threshold",
+    "insightface": "insightface ijb_1n.py: threshold = the ceil(f x #probes)-th largest score of all non-mated "
+                   "(probe, gallery template) pairs; TPIR = own score > threshold at any rank; FPIR = non-mated "
+                   "pairs above it / #probes",
+}
+
+
+def _pool_levels(r1: Dict, r2: Dict, key: str, rule: str) -> Dict:
+    """TPIR@FPIR of two galleries pooled: every mated search and every false-alarm chance counts once."""
+    out = {}
+    for f in r1[key]:
+        if f not in r2[key]:
+            continue
+        a, b = r1[key][f], r2[key][f]
+        fden = "num_non_mated" if rule == "open_set" else "num_probes"
+        out[f] = {"tpir": (a["identified"] + b["identified"]) / (r1["num_mated"] + r2["num_mated"]),
+                  "fpir": (a["false_alarms"] + b["false_alarms"]) / (r1[fden] + r2[fden]),
+                  "identified": a["identified"] + b["identified"], "false_alarms": a["false_alarms"] + b["false_alarms"]}
+    return out
+
+
 def ijb_1toN(meta: IJBMeta, emb, emb_flip=None, options: IJBOptions = IJBOptions(), gallery: str = "average",
              ranks: Sequence[int] = (1, 5, 10), fpirs: Sequence[float] = IJB_FPIRS,
-             lists: Optional[Dict] = None) -> Dict:
+             lists: Optional[Dict] = None, tpir_rule: str = "open_set") -> Dict:
     """The IJB 1:N protocol with mixed-media probes against ``gallery``.
 
     ``gallery``: ``"G1"`` or ``"G2"`` (open set: probes of the other gallery are non-mated),
-    ``"both"`` (one gallery of G1 and G2 together: closed set, no TPIR@FPIR), or ``"average"``
-    (G1 and G2 each in turn; ranks are pooled over every mated search and TPIR is the mean of the
-    two galleries' TPIR, as the IJB-C protocol papers average them).  IJB-B's S1/S2 are G1/G2.
+    ``"both"`` (one gallery of G1 and G2 together: closed set, so the open-set TPIR@FPIR is empty),
+    or ``"average"`` (G1 and G2 each in turn, each with its own thresholds).  IJB-B's S1/S2 are
+    G1/G2.  In ``"average"`` the two galleries are *pooled*, CMC and TPIR alike: each is the share
+    of all mated searches of both galleries (so a gallery weighs by its number of mated probes),
+    and the realised FPIR is the false alarms of both over the false-alarm chances of both
+    (non-mated searches; non-mated pairs' probes for the insightface reading).
+    ``per_gallery`` keeps each gallery's own figures and thresholds.
+
+    ``tpir_rule`` chooses the reading in ``tpir_at_fpir`` (see :func:`identify_open_set`);
+    ``tpir_at_fpir_insightface`` always holds insightface's.  With ``gallery="both"`` the latter is
+    the setup of insightface's ``ijb_1n.py`` (G1 and G2 as one gallery, every probe mated).
     """
     if gallery not in GALLERIES:
         raise ValueError(f"gallery must be one of {', '.join(GALLERIES)}, got {gallery!r}")
+    if tpir_rule not in TPIR_RULES:
+        raise ValueError(f"tpir_rule must be one of {', '.join(TPIR_RULES)}, got {tpir_rule!r}")
     lists = lists or read_ijb_1n(meta)
     pt, psub = lists["probe"]
     wanted = np.concatenate([pt, lists["G1"][0], lists["G2"][0]])
@@ -706,11 +826,10 @@ def ijb_1toN(meta: IJBMeta, emb, emb_flip=None, options: IJBOptions = IJBOptions
     P = feats_of(pt)
 
     def run(gt, gsub):
-        return identify_open_set(P, psub, feats_of(gt), gsub, ranks=ranks, fpirs=fpirs)
+        return identify_open_set(P, psub, feats_of(gt), gsub, ranks=ranks, fpirs=fpirs, tpir_rule=tpir_rule)
 
     base = {"dataset": meta.dataset, "options": options.describe(), "code": options.code, "gallery": gallery,
-            "tpir_rule": "threshold = the ceil(FPIR x #non-mated probes)-th largest best score of the non-mated "
-                         "probes; alarm when score > threshold; TPIR = rank-1 and score > threshold"}
+            "tpir_rule": _RULE_TEXT[tpir_rule], "tpir_rule_insightface": _RULE_TEXT["insightface"]}
     if gallery in ("G1", "G2"):
         r = _summarise_1n(run(*lists[gallery]))
     elif gallery == "both":
@@ -720,13 +839,13 @@ def ijb_1toN(meta: IJBMeta, emb, emb_flip=None, options: IJBOptions = IJBOptions
         r1, r2 = run(*lists["G1"]), run(*lists["G2"])
         n1, n2 = r1["num_mated"], r2["num_mated"]
         cmc = {k: (r1["cmc"][k] * n1 + r2["cmc"][k] * n2) / (n1 + n2) for k in r1["cmc"]}
-        tp = {}
-        for f in r1["tpir_at_fpir"]:
-            if f in r2["tpir_at_fpir"]:
-                a, b = r1["tpir_at_fpir"][f], r2["tpir_at_fpir"][f]
-                tp[f] = {"tpir": (a["tpir"] + b["tpir"]) / 2, "fpir": (a["fpir"] + b["fpir"]) / 2}
-        r = {"cmc": cmc, **{f"top{k}": v for k, v in cmc.items()}, "tpir_at_fpir": tp,
+        r = {"cmc": cmc, **{f"top{k}": v for k, v in cmc.items()},
+             "tpir_at_fpir": _pool_levels(r1, r2, "tpir_at_fpir", tpir_rule),
+             "tpir_at_fpir_insightface": _pool_levels(r1, r2, "tpir_at_fpir_insightface", "insightface"),
              "num_probes": r1["num_probes"], "num_mated": n1 + n2,
+             "num_non_mated": r1["num_non_mated"] + r2["num_non_mated"],
+             "average_rule": "pooled over G1 and G2: CMC and TPIR are shares of all mated searches of both, "
+                             "FPIR of all false-alarm chances of both",
              "per_gallery": {"G1": _summarise_1n(r1), "G2": _summarise_1n(r2)}}
     r.update(base)
     return r

@@ -340,7 +340,7 @@ def summary_table(results: Sequence[Dict], markdown: bool = False) -> str:
     if any(r["kind"] == "ijb_1to1" for r in results):
         notes.append("IJB 1:1: TAR at the ROC point with the FAR nearest each level, as in the published tables")
     if any(r["kind"] == "ijb_1toN" for r in results):
-        notes.append("IJB 1:N: threshold = ceil(FPIR x non-mated probes)-th largest non-mated best score")
+        notes.append("IJB 1:N: FPIR f allows floor(f x non-mated probes) false alarms; TPIR counts rank-1 hits above it")
     if any(r["kind"] == "distractors" for r in results):
         notes.append("distractors: rank-k at the largest count; rank-1 per count in the JSON")
     return "\n".join(lines + ([""] + [f"* {n}" for n in notes] if notes else []))
