@@ -1,6 +1,9 @@
 """``facemargin pack`` / ``pack-pairs``: image folders and lists to .rec and .bin, read back by our readers."""
+import csv
+import io
 import json
 import pickle
+import sys
 
 import numpy as np
 import pytest
@@ -9,7 +12,8 @@ from PIL import Image
 from facemargin.cli import main
 from facemargin.data import RecordIO, encode_image, load_bin, load_image
 from facemargin.data.binpack import read_bin_raw
-from facemargin.data.pack import pack_folder, pack_pairs, read_image_list
+from facemargin.data.images import resize_image
+from facemargin.data.pack import fit_image, pack_folder, pack_images, pack_pairs, read_image_list
 
 
 def _identity_image(identity: int, k: int, size=28) -> np.ndarray:
@@ -164,3 +168,170 @@ def test_read_index_vectorised_matches_lines(tmp_path):
             continue
         with pytest.raises(ValueError, match=msg):
             read_index(tmp_path / "b.idx")
+
+
+def _bad_folder(root):
+    """person_z: 3 photos, a text file named .jpg and notes; person_y: only a truncated PNG; person_x: 2 photos
+    and an empty .jpg. Returns the paths of the bad files."""
+    _folder(root, 3, 2)
+    Image.fromarray(_identity_image(0, 9)).save(root / "person_z" / "002.jpg", quality=90)
+    bad = {"text": root / "person_z" / "003.jpg", "notes": root / "person_z" / "notes.txt",
+           "truncated": root / "person_y" / "000.png", "empty": root / "person_x" / "002.jpg"}
+    bad["text"].write_text("this is not a photo")
+    bad["notes"].write_text("taken in 2019")
+    for p in (root / "person_y").iterdir():
+        p.unlink()
+    Image.fromarray(_identity_image(1, 0)).save(bad["truncated"])
+    bad["truncated"].write_bytes(bad["truncated"].read_bytes()[:60])
+    bad["empty"].write_bytes(b"")
+    return bad
+
+
+def test_pack_skip_bad_drops_files_and_empty_identities(tmp_path, capsys):
+    src = tmp_path / "src"
+    bad = _bad_folder(src)
+    # without --skip-bad: the first unreadable file stops the pack, named, with why; nothing is written
+    assert main(["pack", str(src), "--out", str(tmp_path / "strict"), "--quiet"]) == 2
+    assert capsys.readouterr().err.strip() == (f"facemargin pack: error: {bad['empty']}: empty file")
+    assert not (tmp_path / "strict" / "train.rec").exists()
+    with pytest.raises(ValueError, match=r"person_z/003\.jpg: not an image file \(no image format recognised\)$"):
+        pack_images([bad["text"]], [0], tmp_path / "strict", progress=False)
+    with pytest.raises(ValueError, match=r"person_y/000\.png: corrupt or truncated image \(OSError: "):
+        pack_images([bad["truncated"]], [0], tmp_path / "strict", progress=False)
+
+    out = tmp_path / "rec"
+    assert main(["pack", str(src), "--out", str(out), "--quiet", "--skip-bad"]) == 0
+    stdout, stderr = capsys.readouterr()
+    assert stdout.strip() == (f"packed 5 image(s) of 2 identities (28x28) into {out / 'train.rec'}, train.idx and "
+                              f"property; skipped 4 file(s), listed in {out / 'skipped.csv'}; dropped 1 identity "
+                              "folder(s) left without a readable image (person_y), the others numbered from 0")
+    assert f"skipped: {bad['text']}: not an image file (no image format recognised)" in stderr.splitlines()
+    with open(out / "skipped.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert {r["path"]: (r["label"], r["reason"].split(" (")[0]) for r in rows} == {
+        str(bad["notes"]): ("1", "not an image"), str(bad["empty"]): ("0", "empty file"),
+        str(bad["truncated"]): ("", "corrupt or truncated image"), str(bad["text"]): ("1", "not an image file")}
+    assert not list(out.glob(".pack-*"))   # the temporary file is gone
+    ds = RecordIO(out)
+    assert ds.num_classes == 2 and len(ds) == 5
+    assert (out / "property").read_text() == "2,28,28\n"
+    np.testing.assert_array_equal(ds.labels, [0, 0, 1, 1, 1])   # person_x, person_z: contiguous
+    assert ds.header_range == (0, 6) and ds.identity_range == (6, 8)
+    assert [ds.identity(c) for c in range(2)] == [(1, 3), (3, 6)]
+    kept = [src / "person_x" / "000.jpg", src / "person_x" / "001.jpg"] + \
+        [src / "person_z" / f"{k:03d}.jpg" for k in range(3)]
+    assert [ds.record(i)[1] for i in range(5)] == [p.read_bytes() for p in kept]
+
+    result = pack_folder(src, tmp_path / "rec2", skip_bad=True, progress=False, workers=2)
+    assert result["identities"] == ["person_x", "person_z"] and result["dropped"] == ["person_y"]
+    assert (tmp_path / "rec2" / "train.rec").read_bytes() == (out / "train.rec").read_bytes()
+
+    # a list file keeps its own labels: an emptied label keeps an empty identity record
+    lst = tmp_path / "list.txt"
+    lst.write_text(f"{bad['truncated']} 0\n{kept[0]} 1\n{bad['text']} 2\n{kept[3]} 3\n")
+    assert main(["pack", str(lst), "--out", str(tmp_path / "lrec"), "--quiet", "--skip-bad"]) == 0
+    assert "skipped 2 file(s)" in capsys.readouterr().out
+    ds = RecordIO(tmp_path / "lrec")
+    assert ds.num_classes == 4 and ds.labels.tolist() == [1, 3]
+    assert [ds.identity(c) for c in range(4)] == [(1, 1), (1, 2), (2, 2), (2, 3)]
+    # nothing readable at all: an error, with the list of what was skipped
+    lst.write_text(f"{bad['truncated']} 0\n{bad['empty']} 1\n")
+    assert main(["pack", str(lst), "--out", str(tmp_path / "none"), "--quiet", "--skip-bad"]) == 2
+    assert "no readable image to pack: all 2 were skipped" in capsys.readouterr().err
+    assert len((tmp_path / "none" / "skipped.csv").read_text().splitlines()) == 3
+    assert not (tmp_path / "none" / "train.rec").exists()
+
+
+def test_non_image_files_in_a_folder_get_a_note(tmp_path, capsys):
+    src = _folder(tmp_path / "src", 2, 2)
+    (src / "person_y" / "notes.txt").write_text("hello")
+    assert main(["pack", str(src), "--out", str(tmp_path / "rec"), "--quiet"]) == 0
+    assert capsys.readouterr().err.strip() == ("facemargin pack: note: left out 1 file(s) that are not images (.jpg, "
+                                               f".jpeg, .png, .bmp), e.g. {src / 'person_y' / 'notes.txt'}")
+    assert RecordIO(tmp_path / "rec").num_classes == 2
+
+
+def test_size_pads_non_square_images(tmp_path, capsys):
+    wide = _identity_image(3, 0, 40)[:20]   # 20x40
+    np.testing.assert_array_equal(fit_image(wide, (28, 56)), resize_image(wide, (28, 56)))  # same aspect: resized
+    fitted = fit_image(wide, 28)
+    assert fitted.shape == (28, 28, 3)
+    np.testing.assert_array_equal(fitted[:7], 0)
+    np.testing.assert_array_equal(fitted[21:], 0)
+    np.testing.assert_array_equal(fitted[7:21], resize_image(wide, (14, 28)))
+    tall = fit_image(np.full((30, 10, 3), 200, np.uint8), (30, 30))
+    assert (tall[:, :10] == 0).all() and (tall[:, 10:20] == 200).all() and (tall[:, 20:] == 0).all()
+
+    src = tmp_path / "src" / "anna"
+    src.mkdir(parents=True)
+    Image.fromarray(wide).save(src / "wide.png")
+    assert main(["pack", str(tmp_path / "src"), "--out", str(tmp_path / "rec"), "--size", "28", "--quiet"]) == 0
+    assert "(28x28)" in capsys.readouterr().out
+    ds = RecordIO(tmp_path / "rec")
+    assert ds.record(0)[1] == encode_image(fitted, "jpeg", 95)   # the padded image, not a squashed one
+    img = ds.image(0)
+    assert img.shape == (28, 28, 3) and img[:6].mean() < 4 and img[22:].mean() < 4
+    with pytest.raises(SystemExit):
+        main(["pack", "--help"])
+    assert "padded, never squashed" in " ".join(capsys.readouterr().out.split())
+    # without --size, images of several sizes are refused, naming one and pointing at --size
+    Image.fromarray(_identity_image(3, 1)).save(src / "square.png")
+    assert main(["pack", str(tmp_path / "src"), "--out", str(tmp_path / "mixed"), "--quiet"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"facemargin pack: error: {src / 'wide.png'} is 20x40 (HxW) but the expected size is 28x28 (all images of "
+        "a RecordIO set share one size); give --size H [W] to bring every image to one size")
+
+
+def test_pack_pairs_missing_image_and_one_kind_of_pairs(tmp_path, capsys):
+    src = _folder(tmp_path / "src", 2, 2)
+    pairs = tmp_path / "pairs.txt"
+    pairs.write_text("src/person_z/000.jpg src/person_z/001.jpg 1\n# a comment\n"
+                     "src/person_z/000.jpg src/nobody.jpg 0\n")
+    assert main(["pack-pairs", str(pairs), "--out", str(tmp_path / "p.bin"), "--quiet"]) == 2
+    assert capsys.readouterr().err.strip() == (f"facemargin pack-pairs: error: {pairs}, line 3: image not found: "
+                                               f"{tmp_path / 'src' / 'nobody.jpg'}")
+    (src / "person_y" / "junk.jpg").write_text("not a photo")
+    pairs.write_text("src/person_z/000.jpg src/person_z/001.jpg 1\nsrc/person_y/junk.jpg src/person_z/000.jpg 0\n")
+    assert main(["pack-pairs", str(pairs), "--out", str(tmp_path / "p.bin"), "--quiet", "--workers", "2"]) == 2
+    assert capsys.readouterr().err.strip() == (f"facemargin pack-pairs: error: {pairs}, line 2: "
+                                               f"{src / 'person_y' / 'junk.jpg'}: not an image file "
+                                               "(no image format recognised)")
+    assert not (tmp_path / "p.bin").exists()
+
+    pairs.write_text("src/person_z/000.jpg src/person_z/001.jpg 1\nsrc/person_y/000.jpg src/person_y/001.jpg true\n")
+    assert main(["pack-pairs", str(pairs), "--out", str(tmp_path / "p.bin"), "--quiet"]) == 0
+    out, err = capsys.readouterr()
+    assert out.strip() == f"wrote 2 pairs (2 same, 0 different) to {tmp_path / 'p.bin'}"
+    assert err.strip() == (f"facemargin pack-pairs: warning: {pairs} holds only genuine (same-person) pairs; "
+                           "a pack without impostor pairs cannot measure verification accuracy")
+    assert read_bin_raw(tmp_path / "p.bin")[1].tolist() == [True, True]
+    pairs.write_text("src/person_z/000.jpg src/person_y/001.jpg 0\n")
+    assert main(["pack-pairs", str(pairs), "--out", str(tmp_path / "q.bin"), "--quiet"]) == 0
+    assert "holds only impostor (different-person) pairs; a pack without genuine pairs" in capsys.readouterr().err
+    pairs.write_text("src/person_z/000.jpg src/person_y/001.jpg 0\nsrc/person_z/000.jpg src/person_z/001.jpg 1\n")
+    assert main(["pack-pairs", str(pairs), "--out", str(tmp_path / "r.bin"), "--quiet"]) == 0
+    assert capsys.readouterr().err == ""
+
+
+class _Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+@pytest.mark.parametrize("command", ["pack", "pack-pairs"])
+def test_progress_bar_only_on_a_terminal_and_not_with_quiet(tmp_path, monkeypatch, capsys, command):
+    _folder(tmp_path / "src", 2, 2)
+    if command == "pack":
+        argv, label = ["pack", str(tmp_path / "src"), "--out", str(tmp_path / "rec")], "packing "
+    else:
+        (tmp_path / "pairs.txt").write_text("src/person_z/000.jpg src/person_z/001.jpg 1\n"
+                                            "src/person_z/000.jpg src/person_y/000.jpg 0\n")
+        argv, label = ["pack-pairs", str(tmp_path / "pairs.txt"), "--out", str(tmp_path / "p.bin")], "packing p.bin"
+    assert main(argv) == 0   # stderr is pytest's capture, not a terminal: no bar
+    assert capsys.readouterr().err == ""
+    for extra, drawn in (([], True), (["--quiet"], False)):
+        term = _Terminal()
+        monkeypatch.setattr(sys, "stderr", term)
+        assert main(argv + extra) == 0
+        monkeypatch.undo()
+        assert (label in term.getvalue() and "4/4" in term.getvalue()) is drawn

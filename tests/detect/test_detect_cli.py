@@ -1,6 +1,8 @@
 """``facemargin detect`` and ``facemargin align --detect`` on a small folder of real and made-up photos."""
 import csv
+import io
 import json
+import sys
 
 import numpy as np
 import pytest
@@ -23,6 +25,7 @@ def photos(tmp_path_factory, astronaut):
     canvas[150:342, 470:626] = np.asarray(face.resize((156, 192)))
     Image.fromarray(canvas).save(root / "two.png")
     (root / "notes.txt").write_text("not an image")
+    (root / "crew" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 cut short")
     return root
 
 
@@ -65,7 +68,12 @@ def test_detect_json_csv_log_and_workers(tmp_path, photos):
         log = {r["path"]: r for r in csv.DictReader(f)}
     assert log["wall.jpg"]["status"] == "no_face"
     assert log["two.png"]["status"] == "several_faces" and log["two.png"]["faces"] == "2"
-    assert set(log) == {"wall.jpg", "two.png"}
+    # a file that is no photo by its extension, and one that is but does not decode, each get a line
+    assert log["notes.txt"]["status"] == "not_image"
+    assert log["notes.txt"]["kept"] == "not an image: extension '.txt' is not one of .jpg, .jpeg, .png, .bmp"
+    assert log["crew/broken.jpg"]["status"] == "unreadable"
+    assert log["crew/broken.jpg"]["kept"].startswith("cannot read: corrupt or truncated image")
+    assert list(log) == ["crew/broken.jpg", "notes.txt", "two.png", "wall.jpg"]   # sorted by path
 
     # the most central face, a CSV with one row per face, and two worker processes: same detections
     out_csv = tmp_path / "det.csv"
@@ -98,3 +106,42 @@ def test_missing_weights_message(monkeypatch, tmp_path, photos, capsys):
     assert main(["detect", "--images", str(photos), "--out", str(tmp_path / "d.json"), "--quiet"]) == 2
     err = capsys.readouterr().err
     assert "mtcnn==1.0.0" in err and "facemargin[detect]" in err
+
+
+def test_log_name_matches_help_and_summary(tmp_path, photos, capsys):
+    with pytest.raises(SystemExit):
+        main(["detect", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "faces.json logs to faces.log.csv" in help_text
+    assert "e.g. faces.json -> faces.log.csv" in help_text
+    assert "none is squashed or padded" in help_text
+    assert main(["detect", "--images", str(photos), "--out", str(tmp_path / "faces.json"), "--quiet"]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["faces.json", "faces.log.csv"]
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == ("4 photo(s): 2 with a face, 1 without, 1 with several, 1 unreadable; "
+                      f"1 other file(s) not images; log {tmp_path / 'faces.log.csv'}")
+    # a folder holding no photo at all says what it holds instead
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "readme.md").write_text("hello")
+    assert main(["detect", "--images", str(tmp_path / "docs"), "--out", str(tmp_path / "d.json")]) == 2
+    assert capsys.readouterr().err.strip() == (f"facemargin detect: error: {tmp_path / 'docs'}: no images "
+                                               "(.jpg, .jpeg, .png, .bmp) found; 1 other file(s), e.g. readme.md")
+
+
+class _Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_progress_bar_only_on_a_terminal_and_not_with_quiet(tmp_path, monkeypatch, capsys, detector):
+    (tmp_path / "in").mkdir()
+    Image.fromarray(np.full((60, 80, 3), 90, np.uint8)).save(tmp_path / "in" / "wall.jpg")
+    argv = ["detect", "--images", str(tmp_path / "in"), "--out", str(tmp_path / "d.json")]
+    assert main(argv) == 1   # no face; stderr is pytest's capture, not a terminal: no bar
+    assert "detecting faces" not in capsys.readouterr().err
+    for extra, drawn in (([], True), (["--quiet"], False)):
+        term = _Terminal()
+        monkeypatch.setattr(sys, "stderr", term)
+        assert main(argv + extra) == 1
+        monkeypatch.undo()
+        assert ("detecting faces" in term.getvalue()) is drawn

@@ -6,8 +6,9 @@ import csv
 import io
 import json
 import sys
+from functools import partial
 from pathlib import Path
-from typing import List, Tuple
+from typing import List, Optional, Tuple
 
 import numpy as np
 
@@ -15,6 +16,8 @@ from ..io import read_text
 from .templates import templates
 
 Row = Tuple[str, str, np.ndarray]  # (where, relative path, (5, 2) landmarks)
+Bad = Tuple[str, str, str]  # (where, relative path or "", reason)
+SKIPPED_LOG = "skipped.csv"
 
 
 def _points(values, where: str) -> np.ndarray:
@@ -43,16 +46,29 @@ def _csv_rows(f, delim: str, path):
             raise ValueError(f"{path}, line {reader.line_num}: {e}") from None
 
 
-def read_landmarks(path) -> List[Row]:
+def read_landmarks(path, bad: Optional[List[Bad]] = None) -> List[Row]:
     """Read a landmarks file: CSV ``path,x1,y1,...,x5,y5`` (optional header) or JSON ``{path: [[x, y]*5]}``.
 
     JSON may also be a list of ``{"path": ..., "landmarks": [[x, y]*5]}``. Returns
     ``[(where, path, (5, 2) array), ...]`` where ``where`` names the row for error messages.
+
+    A malformed row (too few or too many columns, a value that is not a number, a missing image
+    path, the wrong number of points) raises ``ValueError`` naming the file and the line or entry.
+    When ``bad`` is a list, such rows are appended to it as ``(where, path, reason)`` instead and
+    reading goes on; a file that cannot be parsed at all still raises.
     """
     path = Path(path)
+    return _parse(_entries(path), path, bad)
+
+
+def _entries(path: Path) -> list:
+    """The rows of a landmarks file, in file order, as ``(where, image path, points)``.
+
+    ``points`` is a function returning the ``(5, 2)`` landmarks or raising ``ValueError`` naming ``where``.
+    """
     if not path.is_file():
         raise FileNotFoundError(f"landmarks file not found: {path}")
-    rows: List[Row] = []
+    entries = []
     if path.suffix.lower() == ".json":
         try:
             data = json.loads(read_text(path))
@@ -61,19 +77,20 @@ def read_landmarks(path) -> List[Row]:
         except RecursionError:
             raise ValueError(f"{path}: JSON nested too deeply") from None
         if isinstance(data, dict):
-            items = [(f"{path}, entry {k!r}", k, v) for k, v in data.items()]
+            for k, v in data.items():
+                where = f"{path}, entry {k!r}"
+                entries.append((where, k, partial(_points, v, where)))
         elif isinstance(data, list):
-            items = []
             for i, e in enumerate(data):
-                if not isinstance(e, dict) or "path" not in e or "landmarks" not in e:
-                    raise ValueError(f"{path}, item {i}: expected {{\"path\": ..., \"landmarks\": [[x, y]*5]}}")
-                items.append((f"{path}, item {i} ({e['path']!r})", e["path"], e["landmarks"]))
+                if isinstance(e, dict) and "path" in e and "landmarks" in e:
+                    where = f"{path}, item {i} ({e['path']!r})"
+                    entries.append((where, e["path"], partial(_points, e["landmarks"], where)))
+                else:
+                    where = f"{path}, item {i}"
+                    entries.append((where, e.get("path", "") if isinstance(e, dict) else "", partial(
+                        _fail, f"{where}: expected {{\"path\": ..., \"landmarks\": [[x, y]*5]}}")))
         else:
             raise ValueError(f"{path}: expected a JSON object {{path: [[x, y]*5]}} or a list of entries")
-        for where, p, v in items:
-            if not isinstance(p, str) or not p:
-                raise ValueError(f"{where}: image path must be a non-empty string")
-            rows.append((where, p, _points(v, where)))
     elif path.suffix.lower() in (".csv", ".txt", ".tsv"):
         with io.StringIO(read_text(path), newline="") as f:
             sample = f.read(4096)
@@ -85,18 +102,43 @@ def read_landmarks(path) -> List[Row]:
                 where = f"{path}, line {lineno}"
                 if lineno == 1 and rec[0].strip().lower() in ("path", "file", "filename", "image"):
                     continue  # header
-                if len(rec) != 11:
-                    raise ValueError(f"{where}: expected 11 columns path,x1,y1,...,x5,y5, got {len(rec)}")
-                try:
-                    vals = [float(c) for c in rec[1:]]
-                except ValueError:
-                    raise ValueError(f"{where}: coordinates must be numbers, got {rec[1:]}") from None
-                rows.append((where, rec[0].strip(), _points(vals, where)))
+                entries.append((where, rec[0].strip(), partial(_csv_points, rec, where)))
     else:
         raise ValueError(f"{path}: landmarks file must be .csv or .json")
-    if not rows:
+    return entries
+
+
+def _parse(entries: list, path: Path, bad: Optional[List[Bad]]) -> List[Row]:
+    rows: List[Row] = []
+    for where, rel, points in entries:
+        try:
+            pts = points()
+            if not isinstance(rel, str) or not rel:
+                raise ValueError(f"{where}: image path must be a non-empty string")
+            rows.append((where, rel, pts))
+        except ValueError as e:
+            if bad is None:
+                raise
+            msg = str(e)
+            bad.append((where, rel if isinstance(rel, str) else str(rel),
+                        msg[len(where) + 2:] if msg.startswith(f"{where}: ") else msg))
+    if not rows and not bad:
         raise ValueError(f"{path}: no landmark rows")
     return rows
+
+
+def _fail(msg: str):
+    raise ValueError(msg)
+
+
+def _csv_points(rec, where: str) -> np.ndarray:
+    if len(rec) != 11:
+        raise ValueError(f"{where}: expected 11 columns path,x1,y1,...,x5,y5, got {len(rec)}")
+    try:
+        vals = [float(c) for c in rec[1:]]
+    except ValueError:
+        raise ValueError(f"{where}: coordinates must be numbers, got {rec[1:]}") from None
+    return _points(vals, where)
 
 
 def aligned_name(rel) -> Path:
@@ -106,22 +148,30 @@ def aligned_name(rel) -> Path:
 
 
 def align_folder(images, landmarks, out, template: str = "arcface", size: int = 112, quality: int = 95,
-                 skip_bad: bool = False, progress: bool = True, **kw) -> Tuple[int, List[str]]:
+                 skip_bad: bool = False, progress: bool = True, log=None, **kw) -> Tuple[int, List[str]]:
     """Align every image listed in ``landmarks`` (a file) from ``images`` into ``out``.
 
     Output files keep their relative paths (``.png`` stays PNG, other formats are written as
-    JPEG with the same stem). Returns ``(number aligned, list of error messages skipped)``;
-    without ``skip_bad`` the first bad row raises ``ValueError``/``FileNotFoundError`` naming it.
+    JPEG with the same stem). The crop is warped out of the photo from its landmarks, so photos
+    of any shape are accepted; ``size`` is the crop height (see :func:`~.templates.output_shape`).
+
+    Without ``skip_bad`` the first bad row (malformed, a missing or unreadable image, degenerate
+    landmarks) raises ``ValueError``/``FileNotFoundError`` naming the landmarks file and its line
+    or entry. With ``skip_bad`` bad rows are skipped and, when ``log`` is given, listed there as
+    CSV ``where,path,reason`` (written even when nothing was skipped, so that no older list stays).
+    Returns ``(number aligned, list of "where: reason" messages of the rows skipped)``.
     """
     from ..data.images import load_image, save_image
+    from ..data.pack import read_failure
     from .transform import estimate_transform, norm_crop
 
     images, out = Path(images), Path(out)
     if not images.is_dir():
         raise FileNotFoundError(f"image folder not found: {images}")
-    rows = read_landmarks(landmarks)
+    bad: List[Bad] = []
+    entries = _entries(Path(landmarks))
+    rows = _parse(entries, Path(landmarks), bad if skip_bad else None)
     jobs = []
-    errors: List[str] = []
     for where, rel, pts in rows:
         src = Path(rel) if Path(rel).is_absolute() else images / rel
         try:
@@ -130,33 +180,53 @@ def align_folder(images, landmarks, out, template: str = "arcface", size: int = 
             dst_rel = aligned_name(src.name)
         try:
             if not src.is_file():
-                raise FileNotFoundError(f"{where}: image not found: {src}")
+                raise FileNotFoundError(f"image not found: {src}")
             estimate_transform(pts, template=template, size=size, **kw)  # fail early on bad landmarks
         except (ValueError, FileNotFoundError) as e:
-            msg = str(e) if str(e).startswith(where) else f"{where}: {e}"
+            reason = str(e)[len(where) + 2:] if str(e).startswith(f"{where}: ") else str(e)
             if not skip_bad:
-                raise type(e)(msg) from None
-            errors.append(msg)
+                raise type(e)(f"{where}: {reason}") from None
+            bad.append((where, rel, reason))
             continue
-        jobs.append((where, src, out / dst_rel, pts))
+        jobs.append((where, rel, src, out / dst_rel, pts))
     it = jobs
     if progress:
         from tqdm.auto import tqdm
 
-        it = tqdm(jobs, desc=f"aligning ({template}, {size})", unit="img")
+        it = tqdm(jobs, desc=f"aligning ({template}, {size})", unit="img", disable=None)
     done = 0
-    for where, src, dst, pts in it:
+    for where, rel, src, dst, pts in it:
         try:
-            crop = norm_crop(load_image(src), pts, size=size, template=template, **kw)
+            img = load_image(src)
         except (ValueError, FileNotFoundError) as e:
-            msg = f"{where}: {e}"
+            reason = f"cannot read image {src}: {read_failure(e)}"
             if not skip_bad:
-                raise ValueError(msg) from None
-            errors.append(msg)
+                raise ValueError(f"{where}: {reason}") from None
+            bad.append((where, rel, reason))
+            continue
+        try:
+            crop = norm_crop(img, pts, size=size, template=template, **kw)
+        except ValueError as e:
+            if not skip_bad:
+                raise ValueError(f"{where}: {e}") from None
+            bad.append((where, rel, str(e)))
             continue
         save_image(dst, crop, quality=quality)
         done += 1
-    return done, errors
+    position = {e[0]: k for k, e in enumerate(entries)}
+    bad.sort(key=lambda b: position[b[0]])  # in the landmarks file's order
+    if skip_bad and log is not None:
+        _write_log(Path(log), bad)
+    return done, [f"{where}: {reason}" for where, _, reason in bad]
+
+
+def _write_log(path: Path, bad: List[Bad]) -> None:
+    from ..io import atomic_open
+
+    with atomic_open(path, "w", encoding="utf-8", newline="") as f:
+        w = csv.writer(f, lineterminator="\n")
+        w.writerow(["where", "path", "reason"])
+        w.writerows(bad)
 
 
 def run(args) -> int:
@@ -170,12 +240,13 @@ def run(args) -> int:
         return _run_detect(args, kw)
     if not args.landmarks:
         raise ValueError("give --landmarks FILE, or --detect to find the faces with the MTCNN detector")
+    log = Path(args.out) / SKIPPED_LOG if args.skip_bad else None
     done, errors = align_folder(args.images, args.landmarks, args.out, template=args.template, size=args.size,
-                                quality=args.quality, skip_bad=args.skip_bad, progress=not args.quiet, **kw)
+                                quality=args.quality, skip_bad=args.skip_bad, progress=not args.quiet, log=log, **kw)
     for msg in errors:
         print(f"skipped: {msg}", file=sys.stderr)
     print(f"aligned {done} image(s) into {args.out} (template {args.template}, size {args.size})"
-          + (f"; skipped {len(errors)}" if errors else ""))
+          + (f"; skipped {len(errors)}, listed in {log}" if log is not None else ""))
     return 0 if done or not errors else 1
 
 
@@ -205,7 +276,8 @@ def register(sub) -> None:
                     "mouth corner, right mouth corner; image x,y) come from any detector: CSV rows "
                     "'path,x1,y1,...,x5,y5' (optional header) or JSON {\"path\": [[x, y], ...5]}; or, with "
                     "--detect, from the built-in MTCNN detector (facemargin[detect]), which also writes "
-                    "OUT/detections.json and a log of photos with no face or several faces. "
+                    "OUT/detections.json and OUT/detections.log.csv, a log of the photos with no face or several "
+                    "faces, that cannot be read, and of the files that are not images. "
                     f"Templates: {names}.")
     p.add_argument("--images", required=True, help="folder the landmark paths are relative to")
     p.add_argument("--landmarks", help="landmarks file (.csv or .json); not with --detect")
@@ -213,15 +285,24 @@ def register(sub) -> None:
                    help="find the faces and their landmarks with the MTCNN detector (no landmarks file)")
     p.add_argument("--out", required=True, help="output folder (relative paths are kept)")
     p.add_argument("--template", default="arcface", choices=sorted(templates()), help="alignment template")
-    p.add_argument("--size", type=int, default=112, help="crop height in pixels (default 112)")
+    p.add_argument("--size", type=int, default=112,
+                   help="crop height in pixels (default 112; the width follows the template). The crop is "
+                        "warped out of the photo from its landmarks, so photos of any shape are accepted and "
+                        "none is squashed or padded")
     p.add_argument("--quality", type=int, default=95, help="JPEG quality of the crops (default 95)")
     p.add_argument("--ec-y", dest="ec_y", type=float, default=None,
                    help="ec_mc only: eye-centre row in a 112 crop (default 48)")
     p.add_argument("--ec-mc-y", dest="ec_mc_y", type=float, default=None,
                    help="ec_mc only: eye-centre to mouth-centre distance in a 112 crop (default 40)")
-    p.add_argument("--skip-bad", action="store_true", help="report and skip bad rows instead of stopping")
+    p.add_argument("--skip-bad", action="store_true",
+                   help="skip bad rows instead of stopping on the first (a malformed row: too few or too many "
+                        "columns, values that are not numbers; a missing or unreadable image; degenerate "
+                        "landmarks): each gets a 'skipped:' line on stderr and a row 'where,path,reason' in "
+                        f"OUT/{SKIPPED_LOG}. Without it the error names the landmarks file and the line or entry. "
+                        "With --detect, photos are never stopped on: odd ones go to OUT/detections.log.csv")
     from ..detect.cli import add_detector_options
 
     add_detector_options(p.add_argument_group("with --detect"))
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--quiet", action="store_true",
+                   help="no progress bar (none is drawn either when stderr is not a terminal)")
     p.set_defaults(func=run)

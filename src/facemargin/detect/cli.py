@@ -30,6 +30,7 @@ def print_summary(summary) -> None:
     """One line of counts, and where the log of odd photos went."""
     print(f"{summary['images']} photo(s): {summary['with_face']} with a face, {summary['no_face']} without, "
           f"{summary['several_faces']} with several, {summary['unreadable']} unreadable"
+          + (f"; {summary['not_images']} other file(s) not images" if summary.get("not_images") else "")
           + (f"; {summary['aligned']} aligned crop(s)" if summary["aligned"] else "")
           + (f"; log {summary['log']}" if summary.get("log") else ""))
 
@@ -56,15 +57,21 @@ def register(sub) -> None:
         description="Run the MTCNN detector (weights from the mtcnn wheel, installed with facemargin[detect]) on "
                     "every photo under --images and write boxes, scores and five landmarks (left eye, right eye, "
                     "nose, left and right mouth corners) per photo. A .json output is a landmarks file that "
-                    "'facemargin align --landmarks' reads as it is; a .csv has one row per face. Photos with no face "
-                    "or several faces are listed in a log (<out>.log.csv).")
+                    "'facemargin align --landmarks' reads as it is; a .csv has one row per face. Photos with no face, "
+                    "several faces, or that cannot be read (not an image, corrupt, truncated), and the files of "
+                    "the folder that are not photos (extension other than .jpg, .jpeg, .png, .bmp), are listed "
+                    "in a log named after --out: faces.json logs to faces.log.csv.")
     p.add_argument("--images", required=True, help="folder of photos (searched recursively)")
     p.add_argument("--out", required=True, help="detections file (.json or .csv)")
-    p.add_argument("--log", help="log of photos with no face, several faces or read errors (default <out>.log.csv)")
+    p.add_argument("--log", help="log of photos with no face, several faces or read errors, and of non-image files "
+                        "(default: --out with .log.csv for its extension, e.g. faces.json -> faces.log.csv)")
     p.add_argument("--aligned", help="also write the kept face of each photo aligned, in ALIGNED/<template>/<path>")
     p.add_argument("--templates", default="arcface,sphereface,ec_mc",
                    help="comma-separated templates for --aligned (default: all three)")
-    p.add_argument("--size", type=int, default=112, help="crop height of the aligned faces (default 112)")
+    p.add_argument("--size", type=int, default=112,
+                   help="crop height of the aligned faces (default 112); crops are warped out of the photo from "
+                        "the landmarks, so photos of any shape are accepted and none is squashed or padded")
     add_detector_options(p)
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--quiet", action="store_true",
+                   help="no progress bar (none is drawn either when stderr is not a terminal)")
     p.set_defaults(func=run)

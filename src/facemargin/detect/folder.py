@@ -10,8 +10,11 @@ on every photo in ``workers`` processes with a progress bar, and writes:
   ``out`` (``.csv``): one row per face, ``path,face,kept,score,x1,y1,x2,y2,lx1,ly1,...,lx5,ly5``.
 * ``log``: CSV ``path,status,faces,kept`` for every photo with no face (``no_face``), several faces
   (``several_faces``: ``kept`` is the index chosen by ``policy``), that could not be read
-  (``unreadable``, with the reason in ``kept``) or whose kept face could not be aligned
-  (``align_failed``, with the reason).
+  (``unreadable``, with the reason in ``kept``: not an image file, corrupt or truncated, empty) or
+  whose kept face could not be aligned (``align_failed``, with the reason), and for every other
+  file of the folder, which is not a photo by its extension (``not_image``, with the reason).
+  By default the log lies beside ``out`` and is named after it: ``faces.json`` logs to
+  ``faces.log.csv``.
 * with ``aligned``: the kept face of each photo aligned on every template named in ``templates``,
   in ``aligned/<template>/<relative path>`` (or straight in ``aligned/<relative path>`` when
   ``flat`` and one template).
@@ -36,18 +39,31 @@ PathLike = Union[str, os.PathLike]
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
 
 
-def list_images(root: PathLike) -> List[str]:
-    """Relative paths (POSIX style, sorted) of the image files under ``root``, hidden files skipped."""
+def list_images(root: PathLike, others: Optional[List[str]] = None) -> List[str]:
+    """Relative paths (POSIX style, sorted) of the image files under ``root``, hidden files skipped.
+
+    Image files are those with a ``.jpg``, ``.jpeg``, ``.png`` or ``.bmp`` extension (any case);
+    the relative paths of the other files are appended, sorted, to ``others`` when it is a list.
+    """
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"image folder not found: {root}")
-    found = []
+    found, rest = [], []
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = [d for d in dirnames if not d.startswith(".")]
         for name in filenames:
-            if not name.startswith(".") and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS:
-                found.append(Path(dirpath, name).relative_to(root).as_posix())
+            if not name.startswith("."):
+                is_image = os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
+                (found if is_image else rest).append(Path(dirpath, name).relative_to(root).as_posix())
+    if others is not None:
+        others += sorted(rest)
     return sorted(found)
+
+
+def _not_image(rel: str) -> Dict:
+    ext = os.path.splitext(rel)[1]
+    return {"path": rel, "not_image": f"not an image: extension {ext!r} is not one of {', '.join(IMAGE_EXTENSIONS)}"
+            if ext else f"not an image: no extension (photos end in {', '.join(IMAGE_EXTENSIONS)})", "faces": []}
 
 
 # ----------------------------------------------------------------------------- one photo (runs in workers)
@@ -73,11 +89,13 @@ def _process(rel: str) -> Dict:
     from ..align.transform import norm_crop
     from ..data.images import load_image, save_image
 
+    from ..data.pack import read_failure
+
     o = _OPTIONS
     try:
         img = load_image(Path(o["images"]) / rel)
     except (ValueError, FileNotFoundError) as e:
-        return {"path": rel, "error": str(e), "faces": []}
+        return {"path": rel, "error": f"cannot read: {read_failure(e)}", "faces": []}
     det = _DETECTOR(img)
     rec = {"path": rel, "faces": det.to_list(), "kept": None}
     if len(det):
@@ -129,7 +147,9 @@ def _write_log(path: Path, records: List[Dict]) -> int:
     w.writerow(["path", "status", "faces", "kept"])
     n = 0
     for r in records:
-        if "error" in r:
+        if "not_image" in r:
+            w.writerow([r["path"], "not_image", 0, r["not_image"]])
+        elif "error" in r:
             w.writerow([r["path"], "unreadable", 0, r["error"]])
         elif not r["faces"]:
             w.writerow([r["path"], "no_face", 0, ""])
@@ -155,8 +175,9 @@ def detect_folder(images: PathLike, out: Optional[PathLike] = None, *, log: Opti
     Args:
         images: folder of photos (searched recursively).
         out: detections file, ``.json`` or ``.csv`` (none written when ``None``).
-        log: CSV of photos with no face, several faces or read errors (default: beside ``out``,
-            ``<out stem>.log.csv``; beside ``aligned`` as ``detections.log.csv`` without ``out``).
+        log: CSV of photos with no face, several faces or read errors, and of the files that are
+            not images (default: beside ``out``, named after it with ``.log.csv`` for its extension,
+            ``faces.json`` -> ``faces.log.csv``; ``aligned/detections.log.csv`` without ``out``).
         aligned: folder for aligned crops of the kept face (none when ``None``).
         templates: alignment templates (``arcface``, ``sphereface``, ``ec_mc``); ``size`` crop height.
         flat: with one template, write crops in ``aligned/<relative path>`` (no template folder).
@@ -164,16 +185,21 @@ def detect_folder(images: PathLike, out: Optional[PathLike] = None, *, log: Opti
         workers: processes (0: in this process). Each worker builds its own detector.
         min_face_size, thresholds: detector settings (see :class:`~.mtcnn.MTCNN`).
         template_options: ``ec_mc`` options (``ec_mc_y``, ``ec_y``).
+        progress: draw a progress bar on stderr (only when it is a terminal).
 
-    Returns ``{"images", "with_face", "no_face", "several_faces", "unreadable", "aligned", "records"}``.
+    Returns ``{"images", "with_face", "no_face", "several_faces", "unreadable", "not_images", "aligned",
+    "log", "records"}``; ``images`` counts the photos (files with an image extension), ``not_images``
+    the other files, which are only logged.
     """
     from ..align.templates import templates as known_templates
     from .mtcnn import POLICIES
 
     images = Path(images)
-    rels = list_images(images)
+    others: List[str] = []
+    rels = list_images(images, others)
     if not rels:
-        raise ValueError(f"{images}: no images (.jpg, .jpeg, .png, .bmp) found")
+        raise ValueError(f"{images}: no images (.jpg, .jpeg, .png, .bmp) found"
+                         + (f"; {len(others)} other file(s), e.g. {others[0]}" if others else ""))
     if policy not in POLICIES:
         raise ValueError(f"unknown face policy {policy!r}; choose one of {', '.join(POLICIES)}")
     templates = list(templates)
@@ -196,7 +222,7 @@ def detect_folder(images: PathLike, out: Optional[PathLike] = None, *, log: Opti
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=len(rels), desc="detecting faces", unit="img")
+        bar = tqdm(total=len(rels), desc="detecting faces", unit="img", disable=None)
     records: List[Dict] = []
     if workers == 0:
         _init_worker(options, None)
@@ -224,12 +250,12 @@ def detect_folder(images: PathLike, out: Optional[PathLike] = None, *, log: Opti
     if out is not None:
         (_write_json if Path(out).suffix.lower() == ".json" else _write_csv)(Path(out), records)
     if log is not None:
-        _write_log(Path(log), records)
+        _write_log(Path(log), sorted(records + [_not_image(rel) for rel in others], key=lambda r: r["path"]))
     with_face = sum(r.get("kept") is not None for r in records)
     return {"images": len(records), "with_face": with_face,
             "no_face": sum("error" not in r and not r["faces"] for r in records),
             "several_faces": sum(len(r["faces"]) > 1 for r in records),
-            "unreadable": sum("error" in r for r in records),
+            "unreadable": sum("error" in r for r in records), "not_images": len(others),
             "aligned": (with_face - sum("align_error" in r for r in records)) * len(templates)
             if aligned is not None else 0,
             "log": str(log) if log is not None else None, "records": records}
