@@ -221,3 +221,23 @@ def test_bad_inputs():
     e[2, 1] = np.inf
     with pytest.raises(ValueError, match="row 2"):
         verify(e, np.ones((20, 3)), y)
+
+
+def test_one_class_folds():
+    from facemargin.eval.verification import one_class_folds
+
+    s, y = hand_case()  # every fold: a same then a different pair
+    assert one_class_folds(y, 10) == [] and verify(s, issame=y, folds=10)["one_class_folds"] == []
+    # the same scores listed by label (all same pairs, then all different): every fold is one class
+    order = np.argsort(~y, kind="stable")
+    assert one_class_folds(y[order], 10) == list(range(10))
+    r = verify(s[order], issame=y[order], folds=10)
+    assert r["one_class_folds"] == list(range(10))
+    assert r["auc"] == verify(s, issame=y)["auc"]  # the ROC does not see the folds
+    # two folds, one per class: each threshold is fitted to the other class alone
+    r = verify(s[order], issame=y[order], folds=2)
+    assert r["one_class_folds"] == [0, 1] and r["accuracy"] == 0.0 and r["auc"] == pytest.approx(0.9)
+    # 3 folds of 7, 7 and 6: the middle one holds both classes
+    assert one_class_folds(y[order], 3) == [0, 2]
+    with pytest.raises(ValueError, match="at least 10 pairs"):
+        one_class_folds(y[:6], 10)

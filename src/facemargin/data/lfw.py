@@ -93,6 +93,12 @@ def load_lfw_pairs(root: PathLike, pairs_file: Optional[PathLike] = None) -> Tup
     Returns ``(paths1, paths2, issame)`` in file order (bool array). A pair naming an image that
     does not exist raises ``FileNotFoundError`` naming the file and the ``pairs.txt`` line.
     """
+    paths1, paths2, issame, _, _ = _pairs_with_lines(root, pairs_file)
+    return paths1, paths2, issame
+
+
+def _pairs_with_lines(root: PathLike, pairs_file: Optional[PathLike]):
+    """:func:`load_lfw_pairs` plus the pairs file and the line number of each pair."""
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"LFW image folder not found: {root}")
@@ -105,9 +111,9 @@ def load_lfw_pairs(root: PathLike, pairs_file: Optional[PathLike] = None) -> Tup
             p = _image_path(root, name, num)
             if p is None:
                 raise FileNotFoundError(f"{pairs_file}, line {lineno}: image {root / name / f'{name}_{num:04d}.jpg'} "
-                                        "not found")
+                                        f"not found (also looked for .jpeg and .png)")
             out.append(p)
-    return paths1, paths2, np.asarray([p[5] for p in pairs], dtype=bool)
+    return paths1, paths2, np.asarray([p[5] for p in pairs], dtype=bool), pairs_file, [p[0] for p in pairs]
 
 
 def load_lfw(root: PathLike, pairs_file: Optional[PathLike] = None, image_size=None,
@@ -116,9 +122,10 @@ def load_lfw(root: PathLike, pairs_file: Optional[PathLike] = None, image_size=N
 
     Returns ``(images, issame)``: uint8 ``(2N, H, W, 3)`` RGB with pair ``k`` at rows ``2k, 2k+1``,
     and bool ``(N,)``. ``image_size`` (int or ``(height, width)``) resizes; without it all images
-    must share one size. Each distinct file is decoded once.
+    must share one size. Each distinct file is decoded once. An image that does not decode, or
+    whose size differs, raises ``ValueError`` naming the pairs file and line that list it.
     """
-    paths1, paths2, issame = load_lfw_pairs(root, pairs_file)
+    paths1, paths2, issame, pairs_file, lines = _pairs_with_lines(root, pairs_file)
     hw = parse_size(image_size)
     order = [p for pair in zip(paths1, paths2) for p in pair]
     first_row = {}
@@ -126,19 +133,23 @@ def load_lfw(root: PathLike, pairs_file: Optional[PathLike] = None, image_size=N
     if progress:
         from tqdm.auto import tqdm
 
-        it = tqdm(order, desc="loading LFW pairs", unit="img")
+        it = tqdm(order, desc="loading LFW pairs", unit="img", disable=None)  # None: off unless a TTY
     out: Optional[np.ndarray] = None
     for k, p in enumerate(it):
         if p in first_row:  # already decoded: copy its row
             out[k] = out[first_row[p]]
             continue
         first_row[p] = k
-        img = load_image(p, hw)
+        where = f"{pairs_file}, line {lines[k // 2]}"
+        try:
+            img = load_image(p, hw)
+        except ValueError as e:
+            raise ValueError(f"{where}: {e}") from None
         if out is None:
             out = np.empty((len(order),) + img.shape, dtype=np.uint8)
         elif img.shape != out.shape[1:]:
-            raise ValueError(f"{p} is {img.shape[0]}x{img.shape[1]} but {order[0]} is {out.shape[1]}x{out.shape[2]}; "
-                             "pass image_size= to resize them to one size")
+            raise ValueError(f"{where}: {p} is {img.shape[0]}x{img.shape[1]} but {order[0]} is "
+                             f"{out.shape[1]}x{out.shape[2]}; pass image_size= to resize them to one size")
         out[k] = img
     if out is None:
         out = np.empty((0,) + ((hw or (0, 0)) + (3,)), dtype=np.uint8)

@@ -84,7 +84,8 @@ def embed_images(
 
     ``device``: where to run; defaults to the device of the model's parameters (CPU when it has
     none).  When given and different, the model is moved there.  The model's train/eval mode is
-    restored afterwards.  ``progress=True`` shows a tqdm bar.
+    restored afterwards.  ``progress=True`` shows a tqdm bar on stderr when stderr is a terminal
+    (none in a log file or a pipe).
     """
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
@@ -97,7 +98,7 @@ def embed_images(
     if progress:
         from tqdm.auto import tqdm
 
-        batches = tqdm(batches, total=total, desc="embed", unit="batch")
+        batches = tqdm(batches, total=total, desc="embed", unit="batch", disable=None)  # None: off unless a TTY
     was_training = model.training
     model.eval()
     out = []

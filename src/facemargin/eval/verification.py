@@ -21,6 +21,12 @@ Conventions, fixed once for the whole module:
 * **TAR@FAR** is the largest true-accept rate among ROC points whose false-accept rate is at most
   ``far`` (no interpolation: a threshold that can really be used).  It is reported only for the
   FAR levels the data can resolve, i.e. when the number of different pairs is at least ``1/far``.
+* **One-class folds**: the protocol assumes every fold holds both same and different pairs (LFW's
+  ``pairs.txt`` lists 300 of each per fold).  A fold of one class only -- pairs listed sorted by
+  label, say -- is scored by a threshold fitted to the other folds alone, so its accuracy says
+  little (all genuine pairs first, then all impostors, can score 0 while the AUC is high).
+  :func:`one_class_folds` finds such folds before anything is embedded, and :func:`verify`
+  reports them as ``one_class_folds``.
 """
 from __future__ import annotations
 
@@ -49,6 +55,7 @@ __all__ = [
     "tar_at_far",
     "best_threshold",
     "fold_slices",
+    "one_class_folds",
     "cosine_scores",
 ]
 
@@ -100,6 +107,15 @@ def fold_slices(n: int, folds: int) -> List[slice]:
     return out
 
 
+def one_class_folds(issame, folds: int) -> List[int]:
+    """Indices of the folds (as :func:`fold_slices` cuts them) that hold only same or only different pairs.
+
+    Raises ``ValueError`` like :func:`fold_slices` when there are fewer pairs than folds.
+    """
+    y = _as_issame(issame)
+    return [f for f, sl in enumerate(fold_slices(len(y), folds)) if y[sl].all() or not y[sl].any()]
+
+
 def best_threshold(scores, issame) -> Tuple[float, float]:
     """The accuracy-maximising threshold on ``(scores, issame)`` and the accuracy it reaches.
 
@@ -146,7 +162,9 @@ def verify(
     * ``threshold``: the mean of the fold thresholds; ``thresholds``, ``fold_accuracies``: lists;
     * ``auc``, ``eer``: from the ROC over all pairs;
     * ``tar_at_far``: ``{far: tar}`` for the FAR levels with at least ``1/far`` different pairs;
-    * ``roc``: ``{"fpr", "tpr", "thresholds"}`` NumPy arrays; ``num_pairs``, ``folds``.
+    * ``roc``: ``{"fpr", "tpr", "thresholds"}`` NumPy arrays; ``num_pairs``, ``folds``;
+    * ``one_class_folds``: indices of the folds holding pairs of one class only (empty when each
+      fold has both; otherwise the accuracy is not a meaningful measure, see the module docstring).
 
     Raises ``ValueError`` for mismatched lengths, empty input, fewer pairs than folds, a
     non-boolean ``issame``, non-finite scores, or pairs of only one kind.
@@ -193,4 +211,5 @@ def verify(
         "roc": {"fpr": fpr, "tpr": tpr, "thresholds": roc_thr},
         "num_pairs": int(len(s)),
         "folds": int(folds),
+        "one_class_folds": one_class_folds(y, folds),
     }

@@ -10,7 +10,8 @@ def register(sub) -> argparse.ArgumentParser:
         "export", help="export a checkpoint's backbone to ONNX (dynamic batch, checked)",
         description="Export the backbone of a facemargin checkpoint to ONNX with a dynamic batch "
                     "axis (input 'input' (B, C, H, W) normalised as (x/255-0.5)/0.5, output "
-                    "'embedding'), then check onnxruntime's output against PyTorch's.")
+                    "'embedding'), then check onnxruntime's output against PyTorch's. 'facemargin embed', "
+                    "'verify' and 'eval' take the .onnx file in place of the checkpoint.")
     p.add_argument("checkpoint", help="checkpoint file written by 'facemargin train'")
     p.add_argument("--out", "-o", required=True, help="output .onnx file")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
@@ -29,6 +30,9 @@ def run(args) -> int:
     from . import input_size
     from .export import export_onnx
 
+    if str(args.checkpoint).lower().endswith(".onnx"):
+        raise ValueError(f"{args.checkpoint} is an ONNX model already; export takes the checkpoint written by "
+                         "'facemargin train' (embed, verify and eval run the .onnx file directly)")
     model, config = load_backbone(args.checkpoint)
     shape = getattr(model, "input_size", None)
     if shape is None:

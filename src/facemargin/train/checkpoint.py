@@ -80,12 +80,57 @@ def build_backbone_from_config(config: Dict):
 
 
 def load_backbone(path) -> Tuple[torch.nn.Module, Dict]:
-    """The trained backbone of a checkpoint, in eval mode, and the run's config."""
-    state = load_checkpoint(path)
-    model = build_backbone_from_config(state["config"])
+    """The trained backbone of a checkpoint, in eval mode, and the run's config.
+
+    The file is loaded with ``weights_only=True``.  A missing file raises ``FileNotFoundError``;
+    any other file that is not a facemargin checkpoint raises a one-line ``ValueError``
+    ``not a facemargin checkpoint: PATH (reason)``, the reason saying what the file is instead
+    (empty, text, truncated, pickled Python objects, a bare state dict, ...).
+    """
+    try:
+        state = load_checkpoint(path)
+    except ValueError as e:
+        cause = e.__cause__
+        try:
+            with open(path, "rb") as f:
+                head = f.read(512)
+        except OSError:
+            head = b""
+        zipped = head[:4] in (b"PK\x03\x04", b"PK\x05\x06")
+        pickled = len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5
+        if not head:
+            reason = "empty file"
+        elif cause is None:  # loaded, but not in the checkpoint layout
+            lacks = str(e).rsplit(" lacks ", 1)
+            reason = (f"no {lacks[1]} entry" if len(lacks) == 2 else
+                      "a PyTorch file without the facemargin checkpoint layout, e.g. a bare state dict")
+        elif not (zipped or pickled):
+            try:
+                text = head.decode("utf-8", errors="strict" if len(head) < 512 else "ignore")
+                is_text = b"\x00" not in head and all(c.isprintable() or c in "\t\n\r\f\v" for c in text)
+            except UnicodeDecodeError:
+                is_text = False
+            reason = "a text file" if is_text else "not a PyTorch file"
+        elif "Weights only load failed" in str(cause):
+            reason = "it pickles Python objects other than tensors and plain values, which are not loaded for safety"
+        elif isinstance(cause, (EOFError, OSError)) or any(
+                k in str(cause) for k in ("central directory", "not a ZIP archive", "unexpected EOF", "corrupted")):
+            reason = "truncated or damaged file"
+        else:
+            first = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
+            reason = f"PyTorch cannot read it: {first[:120]}"
+        raise ValueError(f"not a facemargin checkpoint: {path} ({reason})") from None
+    try:
+        model = build_backbone_from_config(state["config"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise ValueError(f"checkpoint {path}: its config does not describe a backbone ({e})") from None
     try:
         model.load_state_dict(state["model"])
     except RuntimeError as e:
-        raise ValueError(f"checkpoint {path}: backbone weights do not match {state['config']['model']}: {e}") from e
+        detail = " ".join(str(e).split())
+        if len(detail) > 300:
+            detail = detail[:300] + " ..."
+        raise ValueError(f"checkpoint {path}: backbone weights do not match {state['config']['model']}: "
+                         f"{detail}") from None
     model.eval()
     return model, state["config"]
