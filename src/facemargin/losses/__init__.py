@@ -7,7 +7,14 @@ curricularface, elasticarcface, elasticcosface, spherefacer (:mod:`.newer`). A h
 (:mod:`.stores`), a margin module (:mod:`.margin`) and an engine (:mod:`.engines`).
 Metric losses (``loss(x, y)`` -> scalar): center, contrastive, triplet, coco, range, marginal.
 
-``build(name, **kw)`` builds any of them by name; ``available()`` lists the names.
+``build(name, **kw)`` builds any of them by name; ``available()`` lists the names;
+``check_params(name, params)`` checks hyper-parameters without building anything.
+
+Every loss declares the valid values of its hyper-parameters next to its definition (the class
+attribute ``PARAMS``; the shared ranges and their reasons are in :mod:`.checks`). They are
+checked whenever a loss is built, and a value of the wrong type or out of range raises e.g.
+``ValueError("arcface: m=7.0 is out of range: expected 0 <= m < 1.5708 (an additive angle in
+radians)")``. ``param_ranges(name)`` lists them.
 """
 from .registry import LOSSES
 from .margin import (AdditiveMargin, BACKENDS, ENGINES, Margin, MarginContext, MarginSpec, MarginStats,
@@ -32,6 +39,26 @@ def build(name: str, **kw):
     listing what the loss accepts. Heads use their fastest exact engine unless ``backend`` is given.
     """
     return LOSSES.build(name, **kw)
+
+
+def check_params(name: str, params: dict) -> dict:
+    """Check the hyper-parameters ``params`` of the loss ``name`` without building it (no weights
+    are allocated) and return them as the loss will use them (an int given for a real parameter
+    becomes a float; an integral float for an integer one, such as ``4.0``, an int).
+
+    ``embedding_size``, ``num_classes`` and the engine options may be left out (the trainer
+    supplies them). Raises ``ValueError``: for an unknown name, listing the registered ones; for
+    an argument the loss does not take (a typo such as ``mm``), listing those it accepts; for a
+    value of the wrong type (text, a boolean for a number, NaN) or out of range, as
+    ``"<name>: <param>=<value> ..."`` with the valid range. :func:`build` runs the same checks.
+    """
+    return LOSSES.check_params(name, params)
+
+
+def param_ranges(name: str) -> dict:
+    """The valid values of every checked argument of the loss ``name``, as text (``{"m":
+    "0 <= m < 1.5708 (an additive angle in radians)", ...}``)."""
+    return {k: spec.describe(k) for k, spec in LOSSES.param_specs(name).items()}
 
 
 def build_from_config(table: dict, embedding_size: int, num_classes: int, **extra):

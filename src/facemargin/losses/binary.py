@@ -22,6 +22,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .checks import COSINE, SCALE, Choice, Flag, Integer, Real
 from .heads import MarginHead, normalize_rows_
 from .margin import AdditiveMargin, Margin, MarginSpec, MarginStats, target_logit
 from .registry import LOSSES
@@ -74,11 +75,18 @@ class UniFace(BinaryMarginHead):
     ``log(C·r·10)``. ``per_class_bias=True`` gives every class its own bias ``b_j`` (the
     normalised binary cross-entropy variant), held in ``head.bias`` ``(C,)``; otherwise the shared
     scalar is ``head.b``. Rows and features are normalised with eps 1e-12 (the reference uses 1e-5).
+
+    Ranges: ``s > 0``; ``0 <= m < 1`` (a cosine margin, as CosFace's); ``l > 0`` (a zero weight
+    would drop the negatives, and the loss could be won by a constant logit); ``r > 0`` (the bias
+    starts at ``log(C·r·10)``).
     """
 
+    PARAMS = {"s": SCALE, "m": COSINE, "l": Real(0, lo_open=True, doc="the weight of the negative terms"),
+              "r": Real(0, lo_open=True, doc="the ratio in the bias initialisation log(C·r·10)"),
+              "per_class_bias": Flag(doc="one bias per class instead of a shared one"),
+              "bias": Choice(False, doc="the bias is built in; per_class_bias=True for one per class")}
+
     def __init__(self, embedding_size, num_classes, s=64.0, m=0.4, l=1.0, r=1.0, per_class_bias=False, **kw):
-        if kw.get("bias"):
-            raise ValueError("uniface: the bias is built in (per_class_bias=True for one per class)")
         kw.pop("bias", None)
         spec = MarginSpec("scale", True, AdditiveMargin(1.0, 0.0, float(m)))
         self.per_class_bias = bool(per_class_bias)
@@ -119,6 +127,9 @@ class SphereFace2Margin(Margin):
     ``g + m``; the offset from ``c`` is detached (forward value ``g ∓ m``, gradient that of ``c``)."""
 
     changes_others = True
+    #: ``g`` maps [−1, 1] onto itself and increases for ``t > 0`` (``t = 1``: the identity);
+    #: ``m`` moves target and others apart by ``2m`` on that [−1, 1] scale
+    PARAMS = {"m": COSINE, "t": Real(0, lo_open=True, doc="the exponent of g(c) = 2((c+1)/2)^t − 1")}
 
     def __init__(self, m: float = 0.4, t: float = 3.0):
         super().__init__()
@@ -148,15 +159,18 @@ class SphereFace2(BinaryMarginHead):
     ``z = λ/((1−λ)(C−1))``, ``a_y = r(2·0.5^t − 1 − m)``, ``a_i = r(2·0.5^t − 1 + m)``:
     ``b = log 2z − a_i − log(1 − z + √((1−z)² + 4z·e^{a_y−a_i}))``.
     Defaults: alpha (λ)=0.7, r=40, m=0.4, t=3, lw=50.
+
+    Ranges: ``0 < alpha < 1`` (λ and 1 − λ weight the two binary terms, and the bias formula
+    takes ``log`` of both); ``r > 0`` (the scale); ``m`` and ``t`` as :class:`SphereFace2Margin`;
+    ``lw > 0`` (the loss weight); at least 2 classes.
     """
 
+    PARAMS = {"alpha": Real(0, 1, lo_open=True, hi_open=True, doc="λ, the weight of the target term"),
+              "r": SCALE, **SphereFace2Margin.PARAMS, "lw": Real(0, lo_open=True, doc="the loss weight"),
+              "num_classes": Integer(2, doc="one-vs-rest needs a rest"),
+              "bias": Choice(False, doc="the bias is a built-in shared scalar, head.b")}
+
     def __init__(self, embedding_size, num_classes, alpha=0.7, r=40.0, m=0.4, t=3.0, lw=50.0, **kw):
-        if not 0.0 < float(alpha) < 1.0:
-            raise ValueError(f"sphereface2: alpha (λ) must lie in (0, 1), got {alpha}")
-        if int(num_classes) < 2:
-            raise ValueError("sphereface2: needs at least 2 classes")
-        if kw.get("bias"):
-            raise ValueError("sphereface2: the bias is a built-in shared scalar (head.b)")
         kw.pop("bias", None)
         self.alpha, self.r, self.m, self.t, self.lw = float(alpha), float(r), float(m), float(t), float(lw)
         spec = MarginSpec("scale", True, SphereFace2Margin(m, t))

@@ -26,7 +26,8 @@ from typing import Dict, List, Optional
 import torch
 import torch.nn as nn
 
-from .checks import check_batch, check_embeddings
+from .checks import (ANGLE, ANGLE_FACTOR, COSINE, LAMBDA_SCHEDULE, MULTIPLICATIVE, NO_PROXIES, SCALE, SIZE, Check,
+                     CheckedParams, Flag, Integer, Real, check_batch, check_embeddings)
 from .margin import (ENGINES, AdditiveMargin, MarginContext, MarginSpec, MarginStats, MultiplicativeMargin,
                      features, target_cosines, target_logit)
 from .registry import LOSSES
@@ -127,7 +128,12 @@ class LambdaSchedule(nn.Module):
                 f"lambda_min={self.lambda_min}, iteration={int(self.iteration)}")
 
 
-class MarginHead(nn.Module):
+def _engine_name(name):
+    ENGINES.resolve(name)  # raises "unknown engine ...; available: ..."
+    return str(name)
+
+
+class MarginHead(CheckedParams, nn.Module):
     """A classification head: class weights in a store, a :class:`MarginSpec`, an engine.
 
     Args:
@@ -148,7 +154,23 @@ class MarginHead(nn.Module):
 
     The trainer talks to a head through :meth:`init_weights`, :meth:`param_groups` and
     :meth:`step_stats` only.
+
+    Hyper-parameters: every head declares the valid values of its arguments in ``PARAMS``
+    (see :mod:`facemargin.losses.checks`); the options below are inherited by every preset.
     """
+
+    PARAMS = {
+        "embedding_size": SIZE,
+        "num_classes": SIZE,
+        "scale": SCALE,
+        "learn_scale": Flag(doc="learn the scale"),
+        "bias": Flag(doc="add a learnable bias per class"),
+        "triplet": Flag(doc="class rows replaced by samples instead of trained"),
+        "semihard": Flag(doc="train the embeddings on semi-hard samples only"),
+        "replace_prob": Real(0, 1, doc="the chance that a sample replaces its class row"),
+        "backend": Check(_engine_name, "a registered engine name", doc="the engine", optional=True),
+        "rows_per_class": Integer(1, doc="weight rows (sub-centers) per class"),
+    }
 
     def __init__(
         self,
@@ -168,19 +190,11 @@ class MarginHead(nn.Module):
         rows_per_class: int = 1,
     ):
         super().__init__()
-        if int(embedding_size) <= 0 or int(num_classes) <= 0:
-            raise ValueError(
-                f"embedding_size and num_classes must be positive, got {embedding_size} and {num_classes}"
-            )
-        if not 0.0 <= float(replace_prob) <= 1.0:
-            raise ValueError(f"replace_prob must lie in [0, 1], got {replace_prob}")
         if (triplet or semihard) and not spec.weight_norm:
             raise ValueError("triplet/semihard need normalised class weights (rows are renormalised proxies)")
         if spec.margin.needs_lambda and schedule is None and spec.margin.active:
             raise ValueError(f"{type(spec.margin).__name__} reads λ: the head needs a LambdaSchedule")
         self.embedding_size, self.num_classes = int(embedding_size), int(num_classes)
-        if int(rows_per_class) < 1:
-            raise ValueError(f"rows_per_class must be a positive integer, got {rows_per_class!r}")
         self.rows_per_class = int(rows_per_class)
         self.spec = spec
         self.margin = spec.margin
@@ -398,6 +412,8 @@ class MarginHead(nn.Module):
 class Softmax(MarginHead):
     """Plain softmax cross-entropy: logits ``W_j·x + b_j``."""
 
+    PARAMS = NO_PROXIES
+
     def __init__(self, embedding_size, num_classes, bias=True, **kw):
         super().__init__(embedding_size, num_classes, MarginSpec("norm", False, AdditiveMargin()), bias=bias, **kw)
 
@@ -405,6 +421,8 @@ class Softmax(MarginHead):
 @LOSSES.register("l2softmax")
 class L2Softmax(MarginHead):
     """L2-constrained softmax (Ranjan et al. 2017): logits ``W_j·(α x̂) + b_j``."""
+
+    PARAMS = {"alpha": Real(0, lo_open=True, doc="the norm the features are scaled to"), **NO_PROXIES}
 
     def __init__(self, embedding_size, num_classes, alpha=24.0, bias=True, **kw):
         super().__init__(embedding_size, num_classes, MarginSpec("scale", False, AdditiveMargin()),
@@ -424,6 +442,8 @@ class NormFace(MarginHead):
     ``κ = s`` and unit mean directions ``ŵ_j`` gives posteriors ``softmax(κ cos θ_j)``.
     """
 
+    PARAMS = {"s": SCALE}
+
     def __init__(self, embedding_size, num_classes, s=16.0, learn_scale=False, **kw):
         super().__init__(embedding_size, num_classes, MarginSpec("scale", True, AdditiveMargin()),
                          scale=s, learn_scale=learn_scale, **kw)
@@ -431,10 +451,11 @@ class NormFace(MarginHead):
 
 class _Multiplicative(MarginHead):
     weight_norm = True
+    PARAMS = {"m": MULTIPLICATIVE, **LAMBDA_SCHEDULE}
 
     def __init__(self, embedding_size, num_classes, m=4, base=1000.0, gamma=0.12, power=1.0,
                  lambda_min=5.0, iteration=0, **kw):
-        spec = MarginSpec("norm", self.weight_norm, MultiplicativeMargin(int(m)))
+        spec = MarginSpec("norm", self.weight_norm, MultiplicativeMargin(m))
         schedule = LambdaSchedule(base, gamma, power, lambda_min, iteration)
         super().__init__(embedding_size, num_classes, spec, schedule=schedule, **kw)
         self.m = int(m)
@@ -451,6 +472,7 @@ class LSoftmax(_Multiplicative):
     """Large-margin softmax (Liu et al. 2016): SphereFace with ``‖W_j‖‖x‖`` (weights unnormalised)."""
 
     weight_norm = False
+    PARAMS = NO_PROXIES
 
 
 @LOSSES.register("atl")
@@ -471,6 +493,9 @@ class MarginInnerProduct(_Multiplicative):
 
 
 class _Additive(MarginHead):
+    PARAMS = {"s": SCALE, "m1": ANGLE_FACTOR, "m2": ANGLE, "m3": COSINE,
+              "easy_margin": Flag(doc="no margin where cos θ_y <= 0")}
+
     def __init__(self, embedding_size, num_classes, s, m1, m2, m3, easy_margin=False, **kw):
         spec = MarginSpec("scale", True, AdditiveMargin(float(m1), float(m2), float(m3), bool(easy_margin)))
         super().__init__(embedding_size, num_classes, spec, scale=s, **kw)
@@ -479,6 +504,8 @@ class _Additive(MarginHead):
 @LOSSES.register("cosface", "amsoftmax")
 class CosFace(_Additive):
     """CosFace / AM-Softmax (Wang et al. 2018): target ``s(cos θ_y − m)``; defaults s=64, m=0.35."""
+
+    PARAMS = {"m": COSINE}
 
     def __init__(self, embedding_size, num_classes, s=64.0, m=0.35, **kw):
         super().__init__(embedding_size, num_classes, s, 1.0, 0.0, m, **kw)
@@ -489,6 +516,8 @@ class ArcFace(_Additive):
     """ArcFace (Deng et al. 2019): target ``s cos(θ_y + m)``, ``s(cos θ_y − m sin m)`` past
     ``θ_y + m > π``; ``easy_margin`` keeps ``s cos θ_y`` where ``cos θ_y ≤ 0``."""
 
+    PARAMS = {"m": ANGLE}
+
     def __init__(self, embedding_size, num_classes, s=64.0, m=0.5, easy_margin=False, **kw):
         super().__init__(embedding_size, num_classes, s, 1.0, m, 0.0, easy_margin=easy_margin, **kw)
 
@@ -496,7 +525,8 @@ class ArcFace(_Additive):
 @LOSSES.register("combined")
 class CombinedMargin(_Additive):
     """Combined margin (InsightFace): target ``s(cos(m1 θ_y + m2) − m3)``; with ``m1 = 1`` the
-    ArcFace fallback applies past π."""
+    ArcFace fallback applies past π. ``m1 > 0`` multiplies the angle, ``0 <= m2 < π/2`` is added
+    to it (as ArcFace's ``m``) and ``0 <= m3 < 1`` is subtracted from the cosine (as CosFace's)."""
 
     def __init__(self, embedding_size, num_classes, s=64.0, m1=1.0, m2=0.3, m3=0.2, **kw):
         super().__init__(embedding_size, num_classes, s, m1, m2, m3, **kw)

@@ -33,6 +33,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..registry import Registry
+from .checks import ANGLE_FACTOR, MULTIPLICATIVE, CheckedParams, Flag, Real
 
 Tensor = torch.Tensor
 
@@ -120,7 +121,7 @@ class MarginContext:
 # ------------------------------------------------------------------------------------------------
 
 
-class Margin(nn.Module):
+class Margin(CheckedParams, nn.Module):
     """The target transform ``φ(cos θ_y, ctx)`` of a head, as a module.
 
     Override :meth:`phi`. Optional hooks (defaults do nothing):
@@ -134,6 +135,10 @@ class Margin(nn.Module):
       of a block ``(B, n)``; the engines apply it blockwise and differentiate it with autograd.
     * :meth:`regularizer` — a scalar added to the loss (mean over the batch).
     * :meth:`stats` — scalars worth logging (EMA values).
+
+    A margin declares the valid values of its constructor's arguments in ``PARAMS`` (checked
+    when it is built; see :mod:`facemargin.losses.checks`). A head states its own, often
+    narrower, ranges for the hyper-parameters it passes on.
 
     ``needs_lambda`` tells the head that ``φ`` reads ``ctx.lambda_``. ``needs_scale_features``
     tells the engines that :meth:`others` works on cosines (the head divides the logits by its
@@ -181,7 +186,13 @@ class AdditiveMargin(Margin):
     With ``m1 = 1`` the cosine is expanded (``c·cos m2 − sin θ·sin m2``, no acos) and, past
     ``θ + m2 > π``, replaced by the linear fallback ``c − m2·sin m2`` so that the loss stays
     monotonic in θ. ``easy_margin`` keeps ``φ(c) = c`` where ``c ≤ 0``.
+
+    As a building block it takes any finite ``m2`` and ``m3`` and a positive ``m1``; the heads
+    built on it narrow these.
     """
+
+    PARAMS = {"m1": ANGLE_FACTOR, "m2": Real(doc="an angle added to m1·θ, in radians"),
+              "m3": Real(doc="subtracted from the cosine"), "easy_margin": Flag(doc="no margin where c <= 0")}
 
     def __init__(self, m1: float = 1.0, m2: float = 0.0, m3: float = 0.0, easy_margin: bool = False):
         super().__init__()
@@ -253,11 +264,10 @@ class MultiplicativeMargin(Margin):
     """``φ(c) = (λ·c + ψ_m(θ)) / (1 + λ)``; ``m = 1`` is the plain cosine. λ comes from the context."""
 
     needs_lambda = True
+    PARAMS = {"m": MULTIPLICATIVE}
 
     def __init__(self, m: int = 4):
         super().__init__()
-        if m not in (1, 2, 3, 4):
-            raise ValueError(f"multiplicative margin m must be 1, 2, 3 or 4, got {m!r}")
         self.m = int(m)
 
     @property

@@ -22,7 +22,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .checks import check_batch
+from .checks import SIZE, CheckedParams, Choice, Flag, Integer, Real, check_batch
 from .heads import MarginHead
 from .margin import AdditiveMargin, MarginSpec
 from .registry import LOSSES
@@ -62,25 +62,24 @@ def _zero(x: Tensor) -> Tensor:
     return x.sum() * 0.0
 
 
-class _MetricLoss(nn.Module):
+#: ``embedding_size`` / ``num_classes`` of a loss without class weights: optional
+OPTIONAL_SIZE = Integer(1, optional=True, doc="checked against the inputs when given")
+#: L2-normalise the embeddings first
+NORMALIZE = Flag(doc="L2-normalise the embeddings first")
+
+
+class _MetricLoss(CheckedParams, nn.Module):
     """Base of the weight-free metric losses: optional width/class-count checks."""
+
+    PARAMS = {"embedding_size": OPTIONAL_SIZE, "num_classes": OPTIONAL_SIZE}
 
     def __init__(self, embedding_size: Optional[int] = None, num_classes: Optional[int] = None):
         super().__init__()
-        for name, v in (("embedding_size", embedding_size), ("num_classes", num_classes)):
-            if v is not None and int(v) <= 0:
-                raise ValueError(f"{type(self).__name__}: {name} must be positive, got {v}")
         self.embedding_size = None if embedding_size is None else int(embedding_size)
         self.num_classes = None if num_classes is None else int(num_classes)
 
     def _check(self, x: Tensor, y: Tensor) -> None:
         check_batch(x, y, self.embedding_size, self.num_classes, type(self).__name__)
-
-
-def _check_nonneg(who: str, **values) -> None:
-    for name, v in values.items():
-        if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
-            raise ValueError(f"{who}: {name} must be a finite number >= 0, got {v!r}")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -124,7 +123,7 @@ def _center_update_(centers: Tensor, diff: Tensor, y: Tensor, alpha: float) -> N
 
 
 @LOSSES.register("center")
-class CenterLoss(nn.Module):
+class CenterLoss(CheckedParams, nn.Module):
     """Center loss (Wen, Zhang, Li, Qiao, "A Discriminative Feature Learning Approach for Deep
     Face Recognition", ECCV 2016).
 
@@ -144,16 +143,17 @@ class CenterLoss(nn.Module):
 
     Args:
         embedding_size, num_classes: ``D`` and ``C``.
-        alpha: the centre learning rate ``α`` (paper: ``α ∈ [0, 1]``; default 0.5).
+        alpha: the centre learning rate ``α``, ``0 < α <= 1`` (default 0.5). The paper allows
+            ``α ∈ [0, 1]``; ``α = 0`` would freeze the centres at their zero start (the loss would
+            only shrink the features), and ``α > 1`` overshoots: one sample of a class alone would
+            carry its centre past the sample.
     """
+
+    PARAMS = {"embedding_size": SIZE, "num_classes": SIZE,
+              "alpha": Real(0, 1, lo_open=True, doc="the learning rate of the centres")}
 
     def __init__(self, embedding_size: int, num_classes: int, alpha: float = 0.5):
         super().__init__()
-        if int(embedding_size) <= 0 or int(num_classes) <= 0:
-            raise ValueError(
-                f"CenterLoss: embedding_size and num_classes must be positive, got {embedding_size} and {num_classes}"
-            )
-        _check_nonneg("CenterLoss", alpha=alpha)
         self.embedding_size, self.num_classes, self.alpha = int(embedding_size), int(num_classes), float(alpha)
         self.register_buffer("centers", torch.zeros(self.num_classes, self.embedding_size))
 
@@ -187,15 +187,16 @@ class ContrastiveLoss(_MetricLoss):
     of ``d`` is taken as 0, so the loss never yields NaN gradients.
 
     Args:
-        margin: the negative-pair margin (default 1.0).
+        margin: the negative-pair margin, a distance: ``>= 0`` (default 1.0).
         normalize: L2-normalise the embeddings first (default True).
         embedding_size, num_classes: optional, checked against the inputs when given.
     """
 
+    PARAMS = {"margin": Real(0, doc="a distance negative pairs are pushed beyond"), "normalize": NORMALIZE}
+
     def __init__(self, margin: float = 1.0, normalize: bool = True,
                  embedding_size: Optional[int] = None, num_classes: Optional[int] = None):
         super().__init__(embedding_size, num_classes)
-        _check_nonneg("ContrastiveLoss", margin=margin)
         self.margin, self.normalize = float(margin), bool(normalize)
 
     def forward(self, x: Tensor, y: Tensor) -> Tensor:
@@ -243,7 +244,7 @@ class TripletLoss(_MetricLoss):
     ``(a, p, n)``.
 
     Args:
-        margin: ``α`` of FaceNet (default 0.2, the paper's value).
+        margin: ``α`` of FaceNet, a squared-distance gap ``>= 0`` (default 0.2, the paper's value).
         mining: ``"semihard"`` (default), ``"hard"`` or ``"all"``.
         normalize: L2-normalise the embeddings first (default True; FaceNet's embeddings live on
             the unit hypersphere).
@@ -251,13 +252,12 @@ class TripletLoss(_MetricLoss):
     """
 
     MINING = ("semihard", "hard", "all")
+    PARAMS = {"margin": Real(0, doc="the gap between positive and negative squared distances"),
+              "mining": Choice(*MINING, doc="how negatives are chosen"), "normalize": NORMALIZE}
 
     def __init__(self, margin: float = 0.2, mining: str = "semihard", normalize: bool = True,
                  embedding_size: Optional[int] = None, num_classes: Optional[int] = None):
         super().__init__(embedding_size, num_classes)
-        _check_nonneg("TripletLoss", margin=margin)
-        if mining not in self.MINING:
-            raise ValueError(f"TripletLoss: mining must be one of {', '.join(self.MINING)}; got {mining!r}")
         self.margin, self.mining, self.normalize = float(margin), mining, bool(normalize)
 
     def _distances(self, x: Tensor) -> Tensor:
@@ -339,17 +339,18 @@ class COCOLoss(MarginHead):
 
     Args:
         embedding_size, num_classes: ``D`` and ``K``.
-        alpha: the feature scale; ``None`` takes the bound above.
+        alpha: the feature scale, ``> 0``; ``None`` takes the bound above.
         eps: target posterior ``ε ∈ (0, 1)`` of the bound (only used when ``alpha`` is None).
         **kw: :class:`MarginHead` options (``learn_scale``, ``backend``...).
     """
+
+    PARAMS = {"alpha": Real(0, lo_open=True, optional=True, doc="the feature scale; None: the bound from eps"),
+              "eps": Real(0, 1, lo_open=True, hi_open=True, doc="the target posterior of the scale bound")}
 
     def __init__(self, embedding_size: int, num_classes: int, alpha: Optional[float] = None,
                  eps: float = 0.99, **kw):
         if alpha is None:
             alpha = self.alpha_bound(num_classes, eps)
-        elif not (math.isfinite(float(alpha)) and float(alpha) > 0):
-            raise ValueError(f"COCOLoss: alpha must be a finite number > 0, got {alpha!r}")
         super().__init__(embedding_size, num_classes, MarginSpec("scale", True, AdditiveMargin()),
                          scale=float(alpha), **kw)
         self.eps = float(eps)
@@ -408,13 +409,16 @@ class RangeLoss(_MetricLoss):
         embedding_size, num_classes: optional, checked against the inputs when given.
     """
 
+    PARAMS = {"k": Integer(1, doc="the number of largest ranges per class"),
+              "margin": Real(0, doc="the inter-class margin, a distance"),
+              "alpha": Real(0, doc="the weight of the intra-class term"),
+              "beta": Real(0, doc="the weight of the inter-class term"),
+              "squared": Flag(doc="squared Euclidean distances")}
+
     def __init__(self, k: int = 2, margin: float = 2e4, alpha: float = 1e-4, beta: float = 1e-3,
                  squared: bool = True, embedding_size: Optional[int] = None,
                  num_classes: Optional[int] = None):
         super().__init__(embedding_size, num_classes)
-        if int(k) < 1:
-            raise ValueError(f"RangeLoss: k must be >= 1, got {k}")
-        _check_nonneg("RangeLoss", margin=margin, alpha=alpha, beta=beta)
         self.k, self.margin, self.alpha, self.beta = int(k), float(margin), float(alpha), float(beta)
         self.squared = bool(squared)
 
@@ -491,15 +495,18 @@ class MarginalLoss(_MetricLoss):
     ``L_softmax + λ·L_marginal``, λ the caller's weight). A batch of one sample gives 0.
 
     Args:
-        theta: ``θ`` (default 1.2).
-        xi: ``ξ`` (default 0.3).
+        theta: ``θ`` (default 1.2), ``0 <= θ <= 4``: a squared distance between unit vectors
+            lies in [0, 4].
+        xi: ``ξ`` (default 0.3), ``>= 0``.
         embedding_size, num_classes: optional, checked against the inputs when given.
     """
+
+    PARAMS = {"theta": Real(0, 4, doc="a squared distance between unit vectors"),
+              "xi": Real(0, doc="the error margin around theta")}
 
     def __init__(self, theta: float = 1.2, xi: float = 0.3,
                  embedding_size: Optional[int] = None, num_classes: Optional[int] = None):
         super().__init__(embedding_size, num_classes)
-        _check_nonneg("MarginalLoss", theta=theta, xi=xi)
         self.theta, self.xi = float(theta), float(xi)
 
     def forward(self, x: Tensor, y: Tensor) -> Tensor:

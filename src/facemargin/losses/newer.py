@@ -29,6 +29,7 @@ from typing import Dict, Optional, Union
 import numpy as np
 import torch
 
+from .checks import ANGLE, COSINE, SCALE, Choice, Depends, Flag, Integer, Real
 from .heads import MarginHead, normalize_rows_
 from .margin import Margin, MarginContext, MarginSpec, additive_phi, safe_sin, work_dtype
 from .registry import LOSSES
@@ -38,20 +39,6 @@ Tensor = torch.Tensor
 __all__ = ["AdaFaceMargin", "MagFaceMargin", "CurricularMargin", "ElasticMargin", "SphereFaceRMargin",
            "AdaFace", "MagFace", "CurricularFace", "ElasticArcFace", "ElasticCosFace", "SphereFaceR",
            "quality_scores"]
-
-
-def _positive(name: str, value) -> float:
-    v = float(value)
-    if not (v > 0 and math.isfinite(v)):
-        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
-    return v
-
-
-def _non_negative(name: str, value) -> float:
-    v = float(value)
-    if not (v >= 0 and math.isfinite(v)):
-        raise ValueError(f"{name} must be a non-negative finite number, got {value!r}")
-    return v
 
 
 class _Float32Statistics(Margin):
@@ -89,14 +76,19 @@ class AdaFaceMargin(_Float32Statistics):
 
     eps = 1e-3
 
+    #: ``m``: the angular part moves θ by up to ``m`` and the additive part takes up to ``2m``
+    #: off a cosine in [−1, 1], so ``0 <= m < 1``. ``h``: scales the normalised norm mapped
+    #: into [−1, 1] before clipping (h = 1/3 keeps ±3σ unclipped; a larger h clips more, 0 turns the
+    #: adaptivity off), so ``h >= 0``. ``t_alpha``: an EMA rate in [0, 1].
+    PARAMS = {
+        "m": Real(0, 1, hi_open=True, doc="an angular and additive margin; the additive part reaches 2m"),
+        "h": Real(0, doc="the factor on the normalised feature norm before clipping to [-1, 1]"),
+        "t_alpha": Real(0, 1, doc="the moving-average rate of the norm statistics"),
+    }
+
     def __init__(self, m: float = 0.4, h: float = 0.333, t_alpha: float = 0.01):
         super().__init__()
-        self.m = _non_negative("m", m)
-        self.h = _non_negative("h", h)
-        t_alpha = float(t_alpha)
-        if not 0.0 <= t_alpha <= 1.0:
-            raise ValueError(f"t_alpha must lie in [0, 1], got {t_alpha!r}")
-        self.t_alpha = t_alpha
+        self.m, self.h, self.t_alpha = float(m), float(h), float(t_alpha)
         self.register_buffer("batch_mean", torch.tensor(20.0))
         self.register_buffer("batch_std", torch.tensor(100.0))
 
@@ -147,9 +139,11 @@ class AdaFace(MarginHead):
     training-mode forwards only (the official head is never run in evaluation).
     """
 
+    PARAMS = {"s": SCALE, **AdaFaceMargin.PARAMS}
+
     def __init__(self, embedding_size, num_classes, m=0.4, h=0.333, s=64.0, t_alpha=0.01, **kw):
         spec = MarginSpec("scale", True, AdaFaceMargin(m, h, t_alpha))
-        super().__init__(embedding_size, num_classes, spec, scale=_positive("s", s), **kw)
+        super().__init__(embedding_size, num_classes, spec, scale=s, **kw)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -168,16 +162,26 @@ class MagFaceMargin(Margin):
     ``lambda_g·mean(a/u_a² + 1/a)``.
     """
 
+    #: ``0 < l_a < u_a``: the norm band (the regulariser's ``1/a`` needs ``a > 0``); the margin
+    #: grows from ``l_margin`` to ``u_margin`` across it, so ``0 <= l_margin <= u_margin``, and
+    #: ``u_margin`` is an additive angle (``< π/2``, as ArcFace's ``m``) or, for ``additive="cos"``,
+    #: a cosine margin (``< 1``, as CosFace's ``m``).
+    PARAMS = {
+        "l_a": Real(0, lo_open=True, doc="the lower feature norm of the band"),
+        "u_a": Real("l_a", lo_open=True, doc="the upper feature norm of the band"),
+        "l_margin": Real(0, "u_margin", doc="the margin at norm l_a"),
+        "u_margin": Real("l_margin", Depends("additive", {"arc": math.pi / 2, "cos": 1.0}), hi_open=True,
+                         doc="the margin at norm u_a"),
+        "lambda_g": Real(0, doc="the weight of the norm regulariser"),
+        "easy_margin": Flag(doc="no margin where cos θ_y <= 0"),
+        "additive": Choice("arc", "cos", doc="an angular (ArcFace) or cosine (CosFace) margin"),
+    }
+
     def __init__(self, l_a=10.0, u_a=110.0, l_margin=0.45, u_margin=0.8, lambda_g=35.0,
                  easy_margin=True, additive="arc"):
         super().__init__()
-        self.l_a, self.u_a = _positive("l_a", l_a), _positive("u_a", u_a)
-        if not self.u_a > self.l_a:
-            raise ValueError(f"u_a must be larger than l_a, got l_a={l_a!r}, u_a={u_a!r}")
-        self.l_margin, self.u_margin = _non_negative("l_margin", l_margin), _non_negative("u_margin", u_margin)
-        self.lambda_g = _non_negative("lambda_g", lambda_g)
-        if additive not in ("arc", "cos"):
-            raise ValueError(f"additive must be 'arc' or 'cos', got {additive!r}")
+        self.l_a, self.u_a, self.l_margin, self.u_margin = float(l_a), float(u_a), float(l_margin), float(u_margin)
+        self.lambda_g = float(lambda_g)
         self.easy_margin, self.additive = bool(easy_margin), additive
 
     def _a(self, norm: Tensor) -> Tensor:
@@ -222,10 +226,12 @@ class MagFace(MarginHead):
     both views).
     """
 
+    PARAMS = {"s": SCALE, **MagFaceMargin.PARAMS}
+
     def __init__(self, embedding_size, num_classes, s=64.0, l_a=10.0, u_a=110.0, l_margin=0.45, u_margin=0.8,
                  lambda_g=35.0, easy_margin=True, additive="arc", **kw):
         margin = MagFaceMargin(l_a, u_a, l_margin, u_margin, lambda_g, easy_margin, additive)
-        super().__init__(embedding_size, num_classes, MarginSpec("scale", True, margin), scale=_positive("s", s), **kw)
+        super().__init__(embedding_size, num_classes, MarginSpec("scale", True, margin), scale=s, **kw)
 
 
 def quality_scores(embeddings: Union[Tensor, np.ndarray]) -> Union[Tensor, np.ndarray]:
@@ -260,14 +266,11 @@ class CurricularMargin(_Float32Statistics):
     """
 
     changes_others = True
+    PARAMS = {"m": ANGLE, "alpha": Real(0, 1, doc="the moving-average rate of t")}
 
     def __init__(self, m: float = 0.5, alpha: float = 0.01):
         super().__init__()
-        self.m = _non_negative("m", m)
-        alpha = float(alpha)
-        if not 0.0 <= alpha <= 1.0:
-            raise ValueError(f"alpha must lie in [0, 1], got {alpha!r}")
-        self.alpha = alpha
+        self.m, self.alpha = float(m), float(alpha)
         self.register_buffer("t", torch.tensor(0.0))
 
     @torch.no_grad()
@@ -307,9 +310,10 @@ class CurricularFace(MarginHead):
     training-mode forwards only (the official head is never run in evaluation).
     """
 
+    PARAMS = {"s": SCALE, "m": ANGLE}
+
     def __init__(self, embedding_size, num_classes, s=64.0, m=0.5, **kw):
-        super().__init__(embedding_size, num_classes, MarginSpec("scale", True, CurricularMargin(m)),
-                         scale=_positive("s", s), **kw)
+        super().__init__(embedding_size, num_classes, MarginSpec("scale", True, CurricularMargin(m)), scale=s, **kw)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -331,20 +335,19 @@ class ElasticMargin(Margin):
     head sees (the global batch on a sharded head), so every rank draws the same margins.
     """
 
+    #: the mean margin is an angle (``kind="arc"``, ``< π/2``) or a cosine margin (``"cos"``, ``< 1``)
+    PARAMS = {
+        "kind": Choice("arc", "cos", doc="an angular or a cosine margin"),
+        "m": Real(0, Depends("kind", {"arc": math.pi / 2, "cos": 1.0}), hi_open=True, doc="the mean margin"),
+        "std": Real(0, doc="the standard deviation of the margins"),
+        "plus": Flag(doc="the largest margins go to the hardest samples"),
+        "rng_seed": Integer(optional=True, doc="the seed of the margin generator"),
+    }
+
     def __init__(self, kind: str = "arc", m: float = 0.5, std: float = 0.05, plus: bool = False,
                  rng_seed: Optional[int] = None):
         super().__init__()
-        if kind not in ("arc", "cos"):
-            raise ValueError(f"kind must be 'arc' or 'cos', got {kind!r}")
-        self.kind = kind
-        self.m = float(m)
-        if not math.isfinite(self.m):
-            raise ValueError(f"m must be finite, got {m!r}")
-        self.std = _non_negative("std", std)
-        self.plus = bool(plus)
-        if rng_seed is not None and (isinstance(rng_seed, bool) or not isinstance(rng_seed, int)):
-            raise ValueError(f"rng_seed must be an integer or None, got {rng_seed!r}")
-        self.rng_seed = rng_seed
+        self.kind, self.m, self.std, self.plus, self.rng_seed = kind, float(m), float(std), bool(plus), rng_seed
         self.register_buffer("rng_state", torch.Generator().manual_seed(0 if rng_seed is None else rng_seed).get_state())
 
     def reseed(self, seed: int) -> None:
@@ -394,12 +397,15 @@ class ElasticMargin(Margin):
 class _Elastic(MarginHead):
     KIND = "arc"
     STD = (0.05, 0.0175)  # (std, std with plus): the subclasses' defaults
+    PARAMS = {"s": SCALE, "m": ANGLE,
+              "std": Real(0, optional=True, doc="the standard deviation of the margins; None: the head's default"),
+              "plus": ElasticMargin.PARAMS["plus"], "rng_seed": ElasticMargin.PARAMS["rng_seed"]}
 
     def __init__(self, embedding_size, num_classes, s=64.0, m=0.5, std=None, plus=False, rng_seed=None, **kw):
         if std is None:
             std = self.STD[1] if plus else self.STD[0]
         margin = ElasticMargin(self.KIND, m, std, plus, rng_seed)
-        super().__init__(embedding_size, num_classes, MarginSpec("scale", True, margin), scale=_positive("s", s), **kw)
+        super().__init__(embedding_size, num_classes, MarginSpec("scale", True, margin), scale=s, **kw)
 
     @torch.no_grad()
     def init_weights(self, seed: int) -> None:
@@ -443,6 +449,7 @@ class ElasticCosFace(_Elastic):
     """
 
     KIND, STD = "cos", (0.05, 0.02)
+    PARAMS = {"m": COSINE}
 
     def __init__(self, embedding_size, num_classes, s=64.0, m=0.35, std=None, plus=False, rng_seed=None, **kw):
         super().__init__(embedding_size, num_classes, s=s, m=m, std=std, plus=plus, rng_seed=rng_seed, **kw)
@@ -461,9 +468,13 @@ class SphereFaceRMargin(Margin):
     so the target logit ``s·(c + (φ − c))`` has the gradient of ``s·c``.
     """
 
+    #: ``m`` multiplies the angle: ``m = 1`` is no margin and ``m < 1`` would make the target
+    #: easier than the plain cosine, so ``m >= 1`` (it need not be an integer)
+    PARAMS = {"m": Real(1, doc="the angle multiplier")}
+
     def __init__(self, m: float = 1.5):
         super().__init__()
-        self.m = _positive("m", m)
+        self.m = float(m)
 
     def target_value(self, c: Tensor) -> Tensor:
         """``φ(c)`` without gradient."""
@@ -499,8 +510,9 @@ class SphereFaceR(MarginHead):
     official non-target logits are ``s·clamp(c_j, −1 + 1e-5, 1 − 1e-5)`` in value; here ``s·c_j``.
     """
 
+    PARAMS = {"s": SCALE, **SphereFaceRMargin.PARAMS, "lw": Real(0, lo_open=True, doc="the loss weight")}
+
     def __init__(self, embedding_size, num_classes, s=30.0, m=1.5, lw=50.0, **kw):
-        s, lw = _positive("s", s), _positive("lw", lw)
         super().__init__(embedding_size, num_classes, MarginSpec("scale", True, SphereFaceRMargin(m)), scale=s, **kw)
         self.s, self.lw = s, lw
 

@@ -18,6 +18,7 @@ from typing import Dict
 import torch
 import torch.nn.functional as F
 
+from .checks import ANGLE, ANGLE_FACTOR, COSINE, SCALE, Choice, Flag, Integer
 from .heads import MarginHead
 from .margin import AdditiveMargin, MarginSpec
 from .registry import LOSSES
@@ -31,11 +32,11 @@ class SubCenterArcFace(MarginHead):
     ``s·cos(m1·θ_y + m2) − m3`` (defaults s=64, m=0.5 i.e. ``m2``, m1=1, m3=0; ArcFace's fallback
     past π and ``easy_margin`` as in :class:`~facemargin.losses.ArcFace`)."""
 
+    PARAMS = {"K": Integer(1, doc="sub-centers per class"), "s": SCALE, "m": ANGLE, "m1": ANGLE_FACTOR, "m3": COSINE,
+              "easy_margin": Flag(doc="no margin where cos θ_y <= 0"),
+              "triplet": Choice(False, doc="rows replaced by samples need one row per class")}
+
     def __init__(self, embedding_size, num_classes, K=3, s=64.0, m=0.5, m1=1.0, m3=0.0, easy_margin=False, **kw):
-        if isinstance(K, bool) or not isinstance(K, int) or K < 1:
-            raise ValueError(f"subcenter_arcface: K (sub-centers per class) must be a positive integer, got {K!r}")
-        if kw.get("triplet"):
-            raise ValueError("subcenter_arcface: triplet=True (rows replaced by samples) needs one row per class")
         spec = MarginSpec("scale", True, AdditiveMargin(float(m1), float(m), float(m3), bool(easy_margin)))
         super().__init__(embedding_size, num_classes, spec, scale=s, rows_per_class=K, **kw)
         self.K = K
