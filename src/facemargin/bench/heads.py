@@ -41,8 +41,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 import torch
 import torch.nn.functional as F
 
-DEFAULT_SIZES = ("256x512x100000", "256x512x10000", "256x512x1000000@65536")
-QUICK_SIZES = ("256x512x10000",)
+from .heads_cli import DEFAULT_SIZES, QUICK_SIZES, add_arguments  # noqa: E402,F401  (the options)
 # the size the targets refer to: every default-built margin head within the bare GEMM path's time
 # and 5 % of its memory, and well ahead of pytorch-metric-learning
 TARGET_SIZE = "256x512x100000"
@@ -435,26 +434,6 @@ def format_table(report: dict) -> str:
 
 # -- command line -----------------------------------------------------------------------------------------
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    """The options of ``facemargin bench-heads`` / ``benchmarks/heads.py``."""
-    p.add_argument("--sizes", nargs="+", metavar="SIZE",
-                   help="cases as C, BxDxC, optionally @CHUNK for the fused path "
-                        f"(default: {' '.join(DEFAULT_SIZES)})")
-    p.add_argument("--batch", type=int, default=256, help="B for sizes given as C only (default 256)")
-    p.add_argument("--dim", type=int, default=512, help="D for sizes given as C only (default 512)")
-    p.add_argument("--repeats", type=int, default=5, help="timed rounds per unchunked size (default 5)")
-    p.add_argument("--large-repeats", type=int, default=2, help="timed rounds per chunked size (default 2)")
-    p.add_argument("--heads", nargs="+", metavar="HEAD", help="heads to benchmark (default: all)")
-    p.add_argument("--methods", nargs="+", default=["bare", "fused", "plain", "pml"],
-                   choices=["bare", "fused", "plain", "pml"], help="method kinds (default: all)")
-    p.add_argument("--no-memory", action="store_true", help="skip the per-process peak-memory runs")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
-                   help="cpu or cuda (default: cuda when available)")
-    p.add_argument("--quick", action="store_true", help=f"smoke run: {QUICK_SIZES[0]} only, 2 rounds")
-    p.add_argument("--json", metavar="PATH", help="write the full report as JSON here")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
-
-
 def run(args) -> int:
     """Run the benchmark for parsed ``args``; print the table; write JSON when asked."""
     from facemargin.io import write_json
@@ -466,8 +445,9 @@ def run(args) -> int:
         sizes_text = args.sizes or list(DEFAULT_SIZES)
         repeats, large = args.repeats, args.large_repeats
     sizes = [parse_size(s, args.batch, args.dim) for s in sizes_text]
+    device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     report = run_benchmark(sizes, args.heads, args.methods, repeats, large, memory=not args.no_memory,
-                           device=args.device, progress=not args.no_progress)
+                           device=device, progress=not args.no_progress)
     print(format_table(report))
     if args.json:
         write_json(args.json, report)

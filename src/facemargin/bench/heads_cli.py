@@ -4,11 +4,14 @@ See :mod:`facemargin.bench.heads` for what is measured and how.
 """
 from __future__ import annotations
 
+import argparse
+
+DEFAULT_SIZES = ("256x512x100000", "256x512x10000", "256x512x1000000@65536")
+QUICK_SIZES = ("256x512x10000",)
+
 
 def register(sub) -> None:
     """Add the ``bench-heads`` sub-command to ``sub`` (an ``argparse`` sub-parsers object)."""
-    from . import heads as bench_heads
-
     p = sub.add_parser(
         "bench-heads",
         help="time and measure every margin head: fused vs plain vs bare GEMM vs pytorch-metric-learning",
@@ -19,8 +22,27 @@ def register(sub) -> None:
             "memory of each measured in its own process. Prints a table; --json writes the report."
         ),
     )
-    bench_heads.add_arguments(p)
+    add_arguments(p)
     p.set_defaults(func=run)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The options of ``facemargin bench-heads`` / ``benchmarks/heads.py``."""
+    p.add_argument("--sizes", nargs="+", metavar="SIZE",
+                   help="cases as C, BxDxC, optionally @CHUNK for the fused path "
+                        f"(default: {' '.join(DEFAULT_SIZES)})")
+    p.add_argument("--batch", type=int, default=256, help="B for sizes given as C only (default 256)")
+    p.add_argument("--dim", type=int, default=512, help="D for sizes given as C only (default 512)")
+    p.add_argument("--repeats", type=int, default=5, help="timed rounds per unchunked size (default 5)")
+    p.add_argument("--large-repeats", type=int, default=2, help="timed rounds per chunked size (default 2)")
+    p.add_argument("--heads", nargs="+", metavar="HEAD", help="heads to benchmark (default: all)")
+    p.add_argument("--methods", nargs="+", default=["bare", "fused", "plain", "pml"],
+                   choices=["bare", "fused", "plain", "pml"], help="method kinds (default: all)")
+    p.add_argument("--no-memory", action="store_true", help="skip the per-process peak-memory runs")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto: cuda when available)")
+    p.add_argument("--quick", action="store_true", help=f"smoke run: {QUICK_SIZES[0]} only, 2 rounds")
+    p.add_argument("--json", metavar="PATH", help="write the full report as JSON here")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
 def run(args) -> int:

@@ -8,16 +8,25 @@
 * :func:`pack_folder` / :func:`pack_list` / :func:`pack_pairs`: image files to a ``.rec`` set or a
   ``.bin`` pack (``facemargin pack``, ``facemargin pack-pairs``).
 """
-from .arrays import ArrayDataset, images_to_tensor, normalize_uint8
-from .fashion import (FASHION_MNIST_CLASSES, download_fashion_mnist, find_fashion_mnist,
-                      load_fashion_mnist, read_idx, write_idx)
-from .folder import ImageFolder
-from .openset import OpenSetProtocol
-from .images import decode_image, encode_image, load_image, save_image, resize_image
-from .recordio import RecordIO, write_record, rebuild_index
-from .binpack import load_bin, write_bin, read_bin_raw
-from .lfw import load_lfw, load_lfw_pairs
-from .pack import pack_folder, pack_list, pack_pairs
+from .._lazy import lazy_package
+
+
+def _public():
+    """The public names, imported on first use (``facemargin --help`` needs no torch)."""
+    from .arrays import ArrayDataset, images_to_tensor, normalize_uint8
+    from .fashion import (FASHION_MNIST_CLASSES, download_fashion_mnist, find_fashion_mnist,
+                          load_fashion_mnist, read_idx, write_idx)
+    from .folder import ImageFolder
+    from .openset import OpenSetProtocol
+    from .images import decode_image, encode_image, load_image, save_image, resize_image
+    from .recordio import RecordIO, write_record, rebuild_index
+    from .binpack import load_bin, write_bin, read_bin_raw
+    from .lfw import load_lfw, load_lfw_pairs
+    from .pack import pack_folder, pack_list, pack_pairs
+    return locals()
+
+
+__getattr__ = lazy_package(__name__, _public)
 
 __all__ = ["ArrayDataset", "images_to_tensor", "normalize_uint8", "FASHION_MNIST_CLASSES",
            "download_fashion_mnist", "find_fashion_mnist", "load_fashion_mnist", "read_idx", "write_idx",

@@ -5,10 +5,19 @@
 * :func:`detect_folder`: a folder of photos to a detections file, aligned crops and a log;
 * :mod:`.weights`: the pinned, checked weight files (optional extra ``facemargin[detect]``).
 """
-from .folder import detect_folder, list_images
-from .mtcnn import MTCNN, POLICIES, Detections, detect_faces, nms
-from .nets import ONet, PNet, RNet
-from .weights import MissingDetectorWeights, SHA256, weights_dir
+from .._lazy import lazy_package
+
+
+def _public():
+    """The public names, imported on first use (``facemargin --help`` needs no torch)."""
+    from .folder import detect_folder, list_images
+    from .mtcnn import MTCNN, POLICIES, Detections, detect_faces, nms
+    from .nets import ONet, PNet, RNet
+    from .weights import MissingDetectorWeights, SHA256, weights_dir
+    return locals()
+
+
+__getattr__ = lazy_package(__name__, _public)
 
 __all__ = ["MTCNN", "Detections", "detect_faces", "detect_folder", "list_images", "nms", "POLICIES",
            "PNet", "RNet", "ONet", "MissingDetectorWeights", "SHA256", "weights_dir"]

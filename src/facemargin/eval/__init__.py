@@ -8,21 +8,30 @@
 * :mod:`.ijb` - IJB-B/IJB-C 1:1 and 1:N template protocols; :mod:`.distractors` - MegaFace-style
   identification among distractors; :mod:`.summary` - several targets, one table.
 """
-from .allvsall import all_vs_all
-from .embed import embed_images
-from .identification import closed_set_accuracy, gallery_probe_split, identify, nearest_class_mean
-from .roc import IJB_FARS, roc_for_plot, tar_at_far_nearest, tar_at_fars, thin_roc
-from .verification import (
-    auc,
-    best_threshold,
-    cosine_scores,
-    equal_error_rate,
-    fold_slices,
-    roc_auc,
-    roc_curve,
-    tar_at_far,
-    verify,
-)
+from .._lazy import lazy_package
+
+
+def _public():
+    """The public names, imported on first use (``facemargin --help`` needs no torch)."""
+    from .allvsall import all_vs_all
+    from .embed import embed_images
+    from .identification import closed_set_accuracy, gallery_probe_split, identify, nearest_class_mean
+    from .roc import IJB_FARS, roc_for_plot, tar_at_far_nearest, tar_at_fars, thin_roc
+    from .verification import (
+        auc,
+        best_threshold,
+        cosine_scores,
+        equal_error_rate,
+        fold_slices,
+        roc_auc,
+        roc_curve,
+        tar_at_far,
+        verify,
+    )
+    return locals()
+
+
+__getattr__ = lazy_package(__name__, _public)
 
 __all__ = [
     "verify",

@@ -9,11 +9,20 @@ decision boundaries (:func:`decision_boundary`, :func:`plot_decision_boundaries`
 easy/semi-hard/hard shares (:func:`plot_sample_shares`), and every figure of a bench run
 (:func:`report_figures`; ``facemargin plot``).
 """
-from .figures import (angle_stats, decision_boundary, head_margin, plot_angle_grid, plot_angle_histograms,
-                      plot_decision_boundaries, plot_feature_grid, plot_features_2d, plot_features_sphere,
-                      plot_norm_grid, plot_norm_vs_correctness, plot_roc, plot_sample_shares, plot_sphere_grid,
-                      plot_training_curves, roc_curve, series_colors)
-from .report import ReportWarning, read_metrics, read_npz, report_angle_stats, report_figures
+from .._lazy import lazy_package
+
+
+def _public():
+    """The public names, imported on first use (``facemargin --help`` needs no torch)."""
+    from .figures import (angle_stats, decision_boundary, head_margin, plot_angle_grid, plot_angle_histograms,
+                          plot_decision_boundaries, plot_feature_grid, plot_features_2d, plot_features_sphere,
+                          plot_norm_grid, plot_norm_vs_correctness, plot_roc, plot_sample_shares, plot_sphere_grid,
+                          plot_training_curves, roc_curve, series_colors)
+    from .report import ReportWarning, read_metrics, read_npz, report_angle_stats, report_figures
+    return locals()
+
+
+__getattr__ = lazy_package(__name__, _public)
 
 __all__ = [
     "angle_stats", "decision_boundary", "head_margin", "plot_angle_grid", "plot_angle_histograms",
