@@ -3,8 +3,8 @@
 The defaults below are the whole schema: an unknown key in a file or an override is an error
 (a typo must not silently train with a default). Sections:
 
-``data``     which dataset and which classes to train on;
-``model``    the backbone (``facemargin.models.build`` name and kwargs);
+``data``     which dataset and which classes to train on, and verification packs (``val``);
+``model``    the backbone (``facemargin.models.build`` name and kwargs; ``auto`` follows the data);
 ``loss``     the loss or head (``facemargin.losses.build`` name and kwargs in ``params``);
 ``aux``      an optional second loss added with a weight (softmax + λ·center, + contrastive);
 ``optim``    SGD settings, the schedule, and separate settings for the class weights;
@@ -33,8 +33,10 @@ DEFAULTS: Dict[str, Any] = {
         "workers": 0,
         "flip": False,                # random horizontal flip augmentation
         "degrade": False,             # recordio: random low-quality versions of each image (glyph sets)
+        "val": [],                    # verification packs (.bin) scored every train.eval_every steps
     },
-    "model": {"name": "lenetpp", "embedding_size": 64, "params": {}},
+    # "auto": the backbone made for the data's images (LeNet++ for 28x28 grey, MobileFaceNet for 112x112 faces)
+    "model": {"name": "auto", "embedding_size": 64, "params": {}},
     "loss": {"name": "softmax", "params": {}},
     "aux": {"name": "", "weight": 0.0, "params": {}},
     "optim": {

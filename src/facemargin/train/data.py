@@ -1,10 +1,15 @@
 """Training sets for the trainer, built from the ``data`` section of a config."""
 from __future__ import annotations
 
-from typing import Dict, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
+
+from .. import models
+
+#: ``model.name = "auto"`` picks the first of these whose input size is the data's image size
+AUTO_BACKBONES = ("lenetpp", "smallcnn", "mobilefacenet", "sphere20")
 
 
 class InMemorySet:
@@ -86,3 +91,76 @@ def build_train_set(data: Dict):
             ds.num_classes = int(np.max(ds.labels)) + 1
         return ds
     raise ValueError(f"unknown data.name {name!r}; choose fashion-mnist, folder or recordio")
+
+
+def sample_shape(train_set) -> Optional[Tuple[int, int, int]]:
+    """The ``(C, H, W)`` of one training image as the backbone receives it, or ``None`` when the set
+    cannot tell. Reading the sample leaves torch's and NumPy's random streams as they were, so a
+    run is the same whether or not its data was probed."""
+    images = getattr(train_set, "images", None)
+    if isinstance(images, torch.Tensor) and images.dim() == 4:
+        return tuple(int(v) for v in images.shape[1:])
+    if len(train_set) == 0:
+        return None
+    np_state = np.random.get_state()
+    try:
+        with torch.random.fork_rng(devices=[]):
+            if hasattr(train_set, "get_batch"):
+                x = train_set.get_batch(torch.tensor([0]))[0][0]
+            else:
+                x = train_set[0][0]
+    finally:
+        np.random.set_state(np_state)
+    return tuple(int(v) for v in x.shape) if isinstance(x, torch.Tensor) and x.dim() == 3 else None
+
+
+def fitting_backbones(shape: Tuple[int, int, int]) -> List[str]:
+    """The registered backbones whose default input size is ``shape`` ``(C, H, W)``."""
+    return [n for n in models.available() if tuple(models.input_size(n)) == tuple(shape)]
+
+
+def _size(shape) -> str:
+    return "x".join(str(v) for v in shape)
+
+
+def _input_size_with(name: str, params: Dict) -> Optional[Tuple[int, int, int]]:
+    """The input size of backbone ``name`` built with ``params``; ``None`` when they do not apply."""
+    try:
+        return tuple(models.build(name, embedding_size=8, **params).input_size)
+    except (TypeError, ValueError):
+        return None
+
+
+def choose_backbone(name: str, shape: Optional[Tuple[int, int, int]], params: Optional[Dict] = None):
+    """``(name, params)`` as given, or for ``"auto"`` the backbone made for images of ``shape``:
+    LeNet++ for 28×28 grey, the small CNN for 32×32 RGB, MobileFaceNet for 112×112 RGB faces,
+    SphereFace-20 for 112×96. The given ``params`` are kept; when no backbone takes ``shape`` with
+    them, ``in_channels`` is set to the data's channel count where a backbone accepts it."""
+    params = dict(params or {})
+    if name != "auto":
+        return name, params
+    if shape is None:
+        raise ValueError("model.name=auto: the training set does not tell its image size; name a backbone "
+                         f"with model.name (one of {', '.join(models.available())})")
+    for extra in ({}, {"in_channels": int(shape[0])}):
+        for cand in AUTO_BACKBONES:
+            trial = {**params, **extra}
+            if _input_size_with(cand, trial) == tuple(shape):
+                return cand, trial
+    others = fitting_backbones(shape)
+    if others:
+        return others[0], params
+    sizes = ", ".join(f"{n} {_size(models.input_size(n))}" for n in models.available())
+    raise ValueError(f"model.name=auto: no backbone takes {_size(shape)} images (C x H x W); the backbones take: "
+                     f"{sizes}. Resize the data or register a backbone for this size")
+
+
+def check_backbone_fits(model, name: str, shape: Optional[Tuple[int, int, int]]) -> None:
+    """Raise a ``ValueError`` naming a backbone that fits when ``model`` cannot take images of ``shape``."""
+    if shape is None or tuple(model.input_size) == tuple(shape):
+        return
+    fits = fitting_backbones(shape)
+    hint = (f"use model.name={fits[0]}" + (f" (also fits: {', '.join(fits[1:])})" if fits[1:] else "")
+            + " or model.name=auto") if fits else "no registered backbone takes this size"
+    raise ValueError(f"model.name={name} takes {_size(model.input_size)} images but the training set holds "
+                     f"{_size(shape)} images: {hint}")

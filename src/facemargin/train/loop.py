@@ -22,7 +22,9 @@ import torch.nn as nn
 
 from .. import losses
 from .checkpoint import build_backbone_from_config, load_checkpoint, save_checkpoint
+from .data import check_backbone_fits, choose_backbone, sample_shape
 from .schedule import BatchOrder, lr_factor
+from .validation import BEST_KEY, Validator, summary
 
 
 def resolve_device(name: str) -> torch.device:
@@ -51,12 +53,33 @@ def has_class_weights(module: nn.Module) -> bool:
     return isinstance(getattr(module, "weight", None), torch.nn.Parameter)
 
 
+def state_mismatch(module: nn.Module, state: Dict) -> str:
+    """A one-line account of how ``state`` differs from ``module.state_dict()``: missing and
+    unexpected keys and the first shapes that differ (not the whole key list)."""
+    own = module.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in own
+              if k in state and torch.is_tensor(state[k]) and tuple(state[k].shape) != tuple(own[k].shape)]
+    parts = []
+    for what, items in (("missing", missing), ("unexpected", unexpected), ("of another shape (checkpoint vs run)", shapes)):
+        if items:
+            parts.append(f"{len(items)} {what}" + (f" keys, e.g. {', '.join(items[:2])}" if what != "of another shape (checkpoint vs run)"
+                                                    else f": {', '.join(items[:2])}"))
+    return "; ".join(parts) or "the states differ"
+
+
 class Trainer:
     """Train ``cfg["model"]`` with ``cfg["loss"]`` (+ ``cfg["aux"]``) on ``train_set``.
 
     ``train_set`` has ``num_classes``, ``__len__`` and either ``get_batch(indices) -> (x, y)``
     (in-memory sets) or ``__getitem__`` (read through a DataLoader with workers).
-    ``evaluate(model) -> dict`` is called every ``train.eval_every`` steps and at the end.
+    ``evaluate(model) -> dict`` is called every ``train.eval_every`` steps and at the end, as are
+    the verification packs of ``data.val`` (:mod:`facemargin.train.validation`); the checkpoint
+    with the best mean accuracy over those packs is kept as ``best.pt``.
+
+    ``model.name = "auto"`` is resolved here from the size of the training images (and written
+    back into ``cfg``); a backbone that cannot take them raises a ``ValueError`` naming one that can.
     """
 
     def __init__(self, cfg: Dict, train_set, evaluate: Optional[Callable] = None, log: Callable = print,
@@ -71,8 +94,16 @@ class Trainer:
         self.dist = distributed
         rank, world = (self.dist.rank, self.dist.world) if self.dist else (0, 1)
         self.is_main = rank == 0
+        shape = sample_shape(train_set)
+        cfg["model"]["name"], cfg["model"]["params"] = choose_backbone(cfg["model"]["name"], shape,
+                                                                       cfg["model"].get("params"))
         torch.manual_seed(int(t["seed"]))
         self.model = build_backbone_from_config(cfg).to(self.device)
+        check_backbone_fits(self.model, cfg["model"]["name"], shape)
+        val = cfg["data"].get("val") or []
+        self.validator = Validator(val, self.model.input_size, distributed) if val else None
+        self.best: Optional[Dict] = None  # {"score", "step"} of best.pt
+        self.start_step = 0
         emb = int(cfg["model"]["embedding_size"])
         self.num_classes = int(train_set.num_classes)
         if self.dist is not None:
@@ -193,7 +224,9 @@ class Trainer:
         if not self.is_main:
             return None
         return save_checkpoint(path, config=self.cfg, step=self.step, model=self.model, loss_state=loss_state,
-                               aux=self.aux, optimizer_state=opt_state, extra={"head_optimizer": head_opt_state})
+                               aux=self.aux, optimizer_state=opt_state,
+                               extra={"head_optimizer": head_opt_state, "num_classes": self.num_classes,
+                                      "best": dict(self.best) if self.best else None})
 
     def _nonfinite_state(self):
         """Names of the state tensors (this process's part) that hold NaN or Inf."""
@@ -212,20 +245,28 @@ class Trainer:
         of ranks or in one process (Partial-FC sampling state is dropped outside Partial FC)."""
         state = load_checkpoint(path)
         d = self.dist
+        trained = state.get("num_classes")
+        if trained is not None and int(trained) != self.num_classes:
+            raise ValueError(f"checkpoint {path} was trained on {int(trained)} classes but this data "
+                             f"(data.root={self.cfg['data'].get('root') or '(default)'}) has {self.num_classes}; "
+                             f"a resumed run keeps its classes")
         loss_state = dict(state["loss"])
         if not any(k.startswith("pfc_") for k in self.loss.state_dict()):
             loss_state = {k: v for k, v in loss_state.items() if not k.startswith("pfc_")}
-        try:
-            self.model.load_state_dict(state["model"])
-            if d is not None:
-                d.load_full_state_dict(self.loss, loss_state)
-            else:
-                self.loss.load_state_dict(loss_state)
-            if self.aux is not None and state.get("aux") is not None:
-                self.aux.load_state_dict(state["aux"])
-        except RuntimeError as e:  # shapes or keys of another model/loss
-            raise ValueError(f"checkpoint {path} does not match this run's model/loss config "
-                             f"({_describe(self.cfg)}; checkpoint: {_describe(state['config'])}): {e}") from e
+        parts = [("model", self.model, state["model"]), ("loss", self.loss, loss_state)]
+        if self.aux is not None and state.get("aux") is not None:
+            parts.append(("aux", self.aux, state["aux"]))
+        for what, module, sd in parts:
+            try:
+                if what == "loss" and d is not None:
+                    d.load_full_state_dict(module, sd)
+                else:
+                    module.load_state_dict(sd)
+            except RuntimeError:  # shapes or keys of another model/loss: one line, not the key list
+                raise ValueError(f"checkpoint {path} does not match this run's {what} "
+                                 f"({_describe(self.cfg)}; checkpoint: {_describe(state['config'])}): "
+                                 f"{state_mismatch(module, sd) if what != 'loss' or d is None else 'its class rows differ'}"
+                                 ) from None
         for opt, key in ((self.optimizer, "optimizer"), (self.head_optimizer, "head_optimizer")):
             if opt is None or state.get(key) is None:
                 continue
@@ -236,7 +277,8 @@ class Trainer:
                     opt.load_state_dict(state[key])
             except (ValueError, RuntimeError, KeyError) as e:
                 raise ValueError(f"checkpoint {path}: its {key} state does not fit this run: {e}") from e
-        self.step = int(state["step"])
+        self.step = self.start_step = int(state["step"])
+        self.best = dict(state["best"]) if state.get("best") else None
         torch.set_rng_state(state["rng"]["torch"])
         if "cuda" in state["rng"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["rng"]["cuda"])
@@ -425,6 +467,10 @@ class Trainer:
                              f"got {log_every}, {ckpt_every}, {eval_every}")
         from tqdm.auto import tqdm
 
+        if eval_every and self.evaluate is None and self.validator is None and self.is_main:
+            self.log(f"[train] note: train.eval_every={eval_every} but there is nothing to evaluate on this data; "
+                     "set data.val to verification packs (.bin) to score them while training")
+        self.start_step = self.step
         bar = tqdm(total=self.steps, initial=self.step, desc=f"{self.cfg['loss']['name']}",
                    # None: shown on a terminal, silent in logs and CI
                    disable=None if (t["progress"] and self.is_main) else True, leave=False, dynamic_ncols=True)
@@ -432,6 +478,8 @@ class Trainer:
         last_eval: Dict = {}
         acc_sum, acc_n, loss_sum, skipped_n = 0.0, 0, 0.0, 0
         shares = {"easy": 0.0, "semihard": 0.0, "hard": 0.0}
+        post: Dict[str, str] = {}
+        val_post: Dict[str, str] = {}  # the last validation figure stays on the progress line
         while self.step < self.steps:
             row = self._guarded_step()
             seen += self.order.batch_size
@@ -462,20 +510,28 @@ class Trainer:
                 post = {"loss": f"{out['loss']:.3f}" if "loss" in out else "skipped", "img/s": f"{speed:.0f}"}
                 if "train_acc" in out:
                     post["acc"] = f"{out['train_acc']:.3f}"
-                bar.set_postfix(post)
+                bar.set_postfix({**post, **val_post})
                 acc_sum, acc_n, loss_sum, skipped_n = 0.0, 0, 0.0, 0
                 shares = {k: 0.0 for k in shares}
             bar.update(1)
+            # evaluation first: a checkpoint of this step then records the best model so far
+            if self._evaluates and eval_every and self.step % eval_every == 0 and self.step < self.steps:
+                last_eval = self._eval()
+                if BEST_KEY in last_eval:
+                    val_post = {"val": f"{last_eval[BEST_KEY]:.4f}"}
+                    bar.set_postfix({**post, **val_post})
             if ckpt_every and self.step % ckpt_every == 0 and self.step < self.steps:
                 self.save()
-            if self.evaluate is not None and eval_every and self.step % eval_every == 0 and self.step < self.steps:
-                last_eval = self._eval()
         bar.close()
         self.train_seconds = time.perf_counter() - start
-        self.save()
-        if self.evaluate is not None:
+        if self._evaluates:
             last_eval = self._eval()
+        self.save()
         return last_eval
+
+    @property
+    def _evaluates(self) -> bool:
+        return self.evaluate is not None or self.validator is not None
 
     def close(self) -> None:
         """Drop what holds the process group or worker processes: the DDP wrapper and the loader.
@@ -493,9 +549,21 @@ class Trainer:
             self._tb = None
 
     def _eval(self) -> Dict:
+        """Run the evaluator and the verification packs; keep ``best.pt`` by the packs' mean accuracy."""
         self.model.eval()
-        result = self.evaluate(self.model)
+        result: Dict = {}
+        if self.evaluate is not None:
+            result.update(self.evaluate(self.model))
+        if self.validator is not None:
+            result.update(self.validator(self.model))
         self._write_metrics({"event": "eval", "step": self.step, **{k: v for k, v in result.items()
                                                                   if isinstance(v, (int, float))}})
         self.model.train()
+        if BEST_KEY in result:
+            score = float(result[BEST_KEY])
+            if self.best is None or score > self.best["score"]:
+                self.best = {"score": score, "step": self.step}
+                self.save(self.out / "best.pt")  # every rank: the save gathers sharded class rows
+            if self.is_main:
+                self.log(f"[train] step {self.step}: val {summary(result, self.best)}")
         return result
