@@ -82,3 +82,74 @@ def test_center_aux_is_refused_under_torchrun(data, tmp_path):
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
     assert proc.returncode != 0
     assert "not supported in distributed runs" in proc.stdout + proc.stderr
+
+
+def _val_pack(path: Path) -> Path:
+    """20 pairs of 28x28 images of the unseen classes 6-9, genuine and impostor interleaved."""
+    import numpy as np
+
+    from facemargin.data.binpack import write_bin
+    from trainutil import class_images
+
+    classes, same = [], []
+    for k in range(20):
+        a = 6 + k % 4
+        b = a if k % 2 == 0 else 6 + (k + 1) % 4
+        classes += [a, b]
+        same.append(a == b)
+    grey = class_images(np.array(classes), seed=3)
+    write_bin(path, np.repeat(grey[..., None], 3, axis=-1), np.array(same), format="png")
+    return path
+
+
+def test_verification_packs_under_torchrun_match_one_process(data, tmp_path):
+    pack = _val_pack(tmp_path / "unseen.bin")
+    args = ["--data", str(data), "--set", "loss.name=cosface", "--set", "loss.params.s=8.0", *COMMON,
+            "--set", f"data.val=[{str(pack)!r}]", "--set", "train.eval_every=2", "--steps", "4"]
+    single, dist_out = tmp_path / "single", tmp_path / "dist"
+    assert main(["train", *args, "--out", str(single)]) == 0
+    proc = _torchrun([*args, "--out", str(dist_out)])
+    assert proc.stdout.count("[train] step 2: val unseen") == 1  # rank 0 reports, once
+
+    def vals(out):
+        rows = [json.loads(ln) for ln in (out / "metrics.jsonl").read_text().splitlines()]
+        return [(r["step"], r["val.unseen.acc"], r["val.mean_acc"]) for r in rows if "val.mean_acc" in r]
+
+    got, want = vals(dist_out), vals(single)
+    assert [s for s, _, _ in got] == [2, 4] == [s for s, _, _ in want]
+    for (_, acc_d, mean_d), (_, acc_s, mean_s) in zip(got, want):
+        assert acc_d == pytest.approx(acc_s, abs=1e-9) and mean_d == pytest.approx(mean_s, abs=1e-9)
+    assert load_checkpoint(dist_out / "best.pt")["step"] == load_checkpoint(single / "best.pt")["step"]
+    assert load_checkpoint(dist_out / "checkpoint.pt")["best"] == load_checkpoint(single / "checkpoint.pt")["best"]
+
+
+def test_each_rank_embeds_only_its_share(tmp_path, monkeypatch):
+    """The validator of rank r embeds the r-th contiguous share of a pack; the shares are gathered."""
+    import numpy as np
+
+    from facemargin.models import build
+    from facemargin.train import validation
+
+    pack = _val_pack(tmp_path / "p.bin")
+    model = build("lenetpp", embedding_size=8, width=0.25).eval()
+    whole = validation.Validator([str(pack)], model.input_size)
+    full = whole._embed(model, whole.packs[0])
+    seen = {}
+
+    class Ctx:
+        def __init__(self, rank):
+            self.rank, self.world = rank, 3
+
+    def fake_gather(mine, sizes, what=""):
+        seen[what] = sizes
+        return torch.from_numpy(full)  # what the other ranks would contribute
+
+    monkeypatch.setattr("facemargin.distributed.utils.all_gather_rows", fake_gather)
+    calls = []
+    real = validation.embed_images
+    monkeypatch.setattr(validation, "embed_images", lambda m, x, **kw: calls.append(len(x)) or real(m, x, **kw))
+    for rank in range(3):
+        v = validation.Validator([str(pack)], model.input_size, dist=Ctx(rank))
+        np.testing.assert_allclose(v._embed(model, v.packs[0]), full)
+    assert calls == [13, 13, 14] and sum(calls) == 40  # each image embedded once over the ranks
+    assert list(seen.values())[0] == [13, 13, 14]
