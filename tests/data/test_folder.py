@@ -116,3 +116,22 @@ def test_array_dataset_errors():
         ArrayDataset(np.zeros((3, 3), np.uint8), [0, 1, 2])
     with pytest.raises(IndexError):
         ArrayDataset(np.zeros((2, 3, 3), np.uint8), [0, 1])[2]
+
+
+def test_grey_items_for_one_channel_models(tmp_path):
+    """``channels=1`` gives the BT.601 grey image (rounded to uint8, then normalised)."""
+    from PIL import Image
+
+    from facemargin.data.folder import ImageFolder
+
+    (tmp_path / "a").mkdir()
+    rgb = np.zeros((4, 5, 3), dtype=np.uint8)
+    rgb[..., 0], rgb[..., 1], rgb[..., 2] = 200, 100, 50
+    Image.fromarray(rgb).save(tmp_path / "a" / "x.png")
+    x, label = ImageFolder(tmp_path, channels=1)[0]
+    grey = round(0.299 * 200 + 0.587 * 100 + 0.114 * 50)  # 124
+    assert tuple(x.shape) == (1, 4, 5) and label == 0
+    np.testing.assert_allclose(x.numpy(), (grey / 255 - 0.5) / 0.5, rtol=1e-6)
+    assert tuple(ImageFolder(tmp_path)[0][0].shape) == (3, 4, 5)
+    with pytest.raises(ValueError, match="channels must be 1"):
+        ImageFolder(tmp_path, channels=2)

@@ -89,3 +89,12 @@ class ArrayDataset(Dataset):
         if self.transform is not None:
             x = self.transform(x)
         return x, int(self.labels[i])
+
+
+#: ITU-R BT.601 luma weights: how an RGB image becomes the grey image a one-channel backbone takes
+LUMA = (0.299, 0.587, 0.114)
+
+
+def to_grey(images: np.ndarray) -> np.ndarray:
+    """uint8 RGB ``(..., H, W, 3)`` -> uint8 grey ``(..., H, W)`` (BT.601 luma, rounded)."""
+    return np.round(images.astype(np.float32) @ np.array(LUMA, dtype=np.float32)).astype(np.uint8)

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .arrays import normalize_uint8
+from .arrays import normalize_uint8, to_grey
 
 __all__ = ["ImageFolder", "IMAGE_EXTENSIONS"]
 
@@ -40,7 +40,8 @@ class ImageFolder(Dataset):
     ``classes``, ``class_to_idx``, ``samples`` (list of ``(path, label)``), ``paths``, ``labels``
     (int64 array).
 
-    Items are ``(float tensor (3, H, W) normalised as (x/255 - 0.5)/0.5, int label)``; ``size``
+    Items are ``(float tensor (C, H, W) normalised as (x/255 - 0.5)/0.5, int label)``, with
+    ``C = channels``: 3 for RGB, 1 for the BT.601 grey image a one-channel backbone takes; ``size``
     (int or ``(height, width)``) resizes with bilinear filtering, and ``transform`` is applied to
     the normalised tensor last.  :meth:`image` gives the raw ``H x W x 3`` uint8 array.
 
@@ -54,8 +55,12 @@ class ImageFolder(Dataset):
         size=None,
         transform: Optional[Callable] = None,
         extensions: Sequence[str] = IMAGE_EXTENSIONS,
+        channels: int = 3,
     ):
         self.root = Path(root).expanduser()
+        if channels not in (1, 3):
+            raise ValueError(f"channels must be 1 (grey) or 3 (RGB), got {channels!r}")
+        self.channels = channels
         if not self.root.is_dir():
             raise FileNotFoundError(f"image folder not found: {self.root}")
         self.size = _size_hw(size)
@@ -110,6 +115,8 @@ class ImageFolder(Dataset):
         if not -len(self) <= i < len(self):
             raise IndexError(f"index {i} out of range for ImageFolder of size {len(self)}")
         arr = self.image(i)
+        if self.channels == 1:
+            arr = to_grey(arr)[..., None]
         x = normalize_uint8(torch.from_numpy(arr).permute(2, 0, 1)).contiguous()
         if self.transform is not None:
             x = self.transform(x)

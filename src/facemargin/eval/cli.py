@@ -255,7 +255,7 @@ def run_embed(args) -> int:
         from ..data.folder import ImageFolder
 
         c, h, w = model.input_size
-        ds = ImageFolder(root, size=(h, w))
+        ds = ImageFolder(root, size=(h, w), channels=c)
         sources = [str(p) for p in ds.paths]
     loader = torch.utils.data.DataLoader(ds, batch_size=args.batch_size, num_workers=args.workers)
     emb = embed_images(model, loader, batch_size=args.batch_size, flip=args.flip, progress=_progress(args))

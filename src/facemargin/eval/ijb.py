@@ -882,14 +882,14 @@ class IJBImages(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int) -> torch.Tensor:
         from ..align import norm_crop
-        from ..data.arrays import images_to_tensor
+        from ..data.arrays import images_to_tensor, to_grey
         from ..data.images import load_image
 
         path = self.meta.image_dir / self.meta.names[i]
         img = load_image(path)
         crop = norm_crop(img, self.meta.landmarks[i], size=self.size, template=self.template)
         if self.channels == 1:
-            crop = np.round(crop.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)).astype(np.uint8)
+            crop = to_grey(crop)
         return images_to_tensor(crop[None])[0]
 
 

@@ -46,7 +46,7 @@ PathLike = Union[str, os.PathLike]
 # ------------------------------------------------------------------------------------------------
 def prepare_images(images: np.ndarray, input_size: Tuple[int, int, int], where: str, resize: bool = False) -> torch.Tensor:
     """uint8 ``(N, H, W, 3)`` RGB -> the model's normalised ``(N, C, H, W)``; checks the size."""
-    from ..data.arrays import images_to_tensor
+    from ..data.arrays import images_to_tensor, to_grey
     from ..data.images import resize_image
 
     c, h, w = input_size
@@ -56,7 +56,7 @@ def prepare_images(images: np.ndarray, input_size: Tuple[int, int, int], where: 
                              f"{h}x{w}; align them to that size (facemargin align) or pass --resize")
         images = np.stack([resize_image(im, (h, w)) for im in images])
     if c == 1 and images.ndim == 4:
-        images = np.round(images.astype(np.float32) @ np.array([0.299, 0.587, 0.114], dtype=np.float32)).astype(np.uint8)
+        images = to_grey(images)
     return images_to_tensor(images)
 
 
@@ -154,7 +154,7 @@ def _embed_folder(model, folder: Path, flip: bool, cache_dir: Optional[PathLike]
     from .embed import embed_images
 
     c, h, w = model.input_size
-    ds = ImageFolder(folder, size=(h, w))
+    ds = ImageFolder(folder, size=(h, w), channels=c)
     cache = None
     if cache_dir is not None:
         cache = Path(cache_dir) / f"{folder.name}_{_cache_key(model, [Path(p) for p in ds.paths], flip)}.npy"

@@ -25,7 +25,7 @@ import torch
 
 from ..data.binpack import load_bin
 from ..eval.embed import embed_images
-from ..eval.verification import verify
+from ..eval.verification import one_class_folds, verify
 
 #: the metrics key by which the best checkpoint is chosen
 BEST_KEY = "val.mean_acc"
@@ -59,6 +59,13 @@ class ValPack:
             raise ValueError(f"data.val: {path} holds {len(issame)} pairs, fewer than the {folds} folds of the "
                              f"LFW protocol")
         self.images, self.issame, self.channels, self.folds = images, issame.astype(bool), c, folds
+        self.one_class = one_class_folds(self.issame, folds)
+        if self.one_class:
+            import warnings
+
+            warnings.warn(f"data.val: {path}: {len(self.one_class)} of {folds} folds hold pairs of one class only "
+                          "(folds follow the file order), so its accuracy is not meaningful; list the pairs "
+                          "shuffled or with genuine and impostor pairs interleaved", UserWarning, stacklevel=2)
 
     def tensor(self, start: int, stop: int) -> torch.Tensor:
         """Images ``[start, stop)`` as float ``(n, C, H, W)`` normalised as ``(x/255 − 0.5)/0.5``."""
