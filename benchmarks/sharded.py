@@ -73,17 +73,17 @@ def _measure(args) -> None:
     import torch.distributed as dist
 
     from facemargin import losses
-    from facemargin.distributed import PartialFCOptimizer, ShardedHead, get_rank, get_world_size
+    from facemargin.distributed import PartialFCOptimizer, get_rank, get_world_size, sharded_head
 
     rank, world = get_rank(), get_world_size()
     base = _rss_mb()
     torch.manual_seed(rank)
     if args.mode == "sharded":
-        head = ShardedHead(args.head, args.dim, args.classes, seed=0)
+        head = sharded_head(args.head, args.dim, args.classes, seed=0)
         opt = PartialFCOptimizer(head, lr=0.1, momentum=0.9, weight_decay=5e-4)
         n_local = head.num_local
     else:
-        head = losses.build(args.head, embedding_size=args.dim, num_classes=args.classes, backend=args.mode)
+        head = losses.build(args.head, embedding_size=args.dim, num_classes=args.classes, engine=args.mode)
         opt = torch.optim.SGD(head.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
         n_local = args.classes
     times = []
@@ -159,7 +159,7 @@ def table(rows) -> str:
             "|---:|---|---:|---:|---:|---:|---:|---:|")
     lines = [head]
     for r in rows:
-        path = "ShardedHead" if r["mode"] == "sharded" else f"single-process ({r['mode']})"
+        path = "sharded_head" if r["mode"] == "sharded" else f"single-process ({r['mode']})"
         lines.append(f"| {r['classes']:,} | {path} | {r['world']} | {r['rows_per_rank']:,} | "
                      f"{r['weight_mb_per_rank']:.1f} | {r['peak_rss_mb']:.0f} | {r['peak_minus_base_mb']:.0f} | "
                      f"{r['step_s']:.3f} |")
@@ -195,9 +195,9 @@ def main(argv=None) -> int:
         a.steps = min(a.steps, 2)
     classes = a.classes or [100_000, 1_000_000]
     worlds = a.worlds or [1, 2, 4]
-    from facemargin.losses import BACKENDS
+    from facemargin.losses import ENGINES
 
-    singles = [] if a.no_single else [m for m in ("plain", "fused") if m in BACKENDS]
+    singles = [] if a.no_single else [m for m in ("plain", "fused") if m in ENGINES]
     rows = []
     for c in classes:
         for mode in singles:

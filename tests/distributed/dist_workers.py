@@ -9,7 +9,7 @@ import torch
 import torch.nn as nn
 
 from facemargin import losses
-from facemargin.distributed import (DistributedError, PartialFCOptimizer, ShardedHead,
+from facemargin.distributed import (DistributedError, PartialFCOptimizer, sharded_head,
                                     full_optimizer_state_dict, full_state_dict,
                                     load_full_optimizer_state_dict, load_full_state_dict)
 from facemargin.io import load_torch, save_torch
@@ -80,7 +80,7 @@ def _make(name, hyper, world, rank, opt_kind, lin, state, group=None):
     from torch.nn.parallel import DistributedDataParallel as DDP
 
     model = DDP(lin, process_group=group)
-    head = ShardedHead(name, D, C, seed=0, group=group, **hyper).double()
+    head = sharded_head(name, D, C, seed=0, group=group, **hyper).double()
     load_full_state_dict(head, state)
     opt_b = torch.optim.SGD(model.parameters(), lr=LR, momentum=MOM, weight_decay=WD)
     if opt_kind == "pfc":
@@ -157,7 +157,7 @@ def partial_fc_worker(rank, world, out_dir, sample_rate):
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
     g = torch.Generator().manual_seed(1)
-    head = ShardedHead("cosface", D, PFC_C, sample_rate=sample_rate, seed=5, s=8.0).double()
+    head = sharded_head("cosface", D, PFC_C, sample_rate=sample_rate, seed=5, s=8.0).double()
     opt = PartialFCOptimizer(head, lr=LR, momentum=MOM, weight_decay=WD)
     records = []
     for step in range(2):
@@ -201,7 +201,7 @@ def world3_worker(rank, world, out_dir, batch_eq, steps, batch_ck, ckpt_dir):
 
 def failure_worker(rank, world, out_dir, mode):
     """Rank 1 dies (``os._exit``) or hangs; rank 0 must get a clear error, and records it."""
-    head = ShardedHead("arcface", D, C, seed=0)
+    head = sharded_head("arcface", D, C, seed=0)
     if rank == 1:
         if mode == "die":
             os._exit(3)

@@ -6,7 +6,7 @@ from pathlib import Path
 import torch
 
 from facemargin import losses
-from facemargin.distributed import ShardedHead, full_state_dict, load_full_state_dict, shard_range
+from facemargin.distributed import sharded_head, full_state_dict, load_full_state_dict
 from facemargin.io import save_torch
 
 D, C, B = 5, 7, 7  # 7 classes over 2 ranks (4 + 3), a global batch of 7 (4 + 3)
@@ -50,7 +50,8 @@ def run_case(head, x, y, start, n):
         p.grad = None
     loss = head(xs, y[start:start + n])
     loss.backward()
-    grads = {k: p.grad.detach().clone() for k, p in head.named_parameters() if p.grad is not None}
+    # the class rows live in the head's store ("store.weight"): keyed as in the state_dict
+    grads = {k.removeprefix("store."): p.grad.detach().clone() for k, p in head.named_parameters() if p.grad is not None}
     stats = head.last_stats
     return {"loss": loss.detach(), "x_grad": xs.grad.detach(), "grads": grads,
             "stats": [s.detach().clone() for s in stats]}
@@ -61,7 +62,7 @@ def worker(rank, world, out_dir):
     start, n = _rows(rank, world)
     for name, hyper in heads():
         torch.manual_seed(5)
-        head = ShardedHead(name, D, C, seed=0, ddp_grad_scale=False, **hyper).double()
+        head = sharded_head(name, D, C, seed=0, ddp_grad_scale=False, **hyper).double()
         load_full_state_dict(head, initial_state(name, hyper))
         got = run_case(head, x, y, start, n)
         got["full"] = full_state_dict(head)

@@ -22,4 +22,4 @@ def test_benchmark_runs_and_class_weight_memory_falls_as_one_over_w(tmp_path):
     assert rows[0]["weight_mb_per_rank"] == 2 * rows[1]["weight_mb_per_rank"] == 600 * 8 * 4 / 2**20
     assert all(r["step_s"] > 0 and r["peak_rss_mb"] > 0 for r in rows)
     assert all(math.isfinite(r["loss"]) and r["loss"] > 0 for r in rows)
-    assert "| 600 | ShardedHead | 2 | 300 |" in proc.stdout
+    assert "| 600 | sharded_head | 2 | 300 |" in proc.stdout

@@ -7,7 +7,7 @@ import pytest
 import dist_workers as W
 from dist_launch import assert_ok, errors, run_ranks
 from facemargin import losses
-from facemargin.distributed import ShardedHead, full_state_dict, load_full_state_dict, shard_range
+from facemargin.distributed import sharded_head, full_state_dict, load_full_state_dict, shard_range
 from facemargin.io import load_torch
 
 BATCH = 7  # uneven over 2 ranks (4 + 3), and C = 7 classes over 2 ranks (4 + 3)
@@ -93,7 +93,7 @@ def test_checkpoint_written_at_2_resumes_at_1_and_3(world2, world3):
             assert _close(got["backbone"][k], v)
 
     # world size 1: a plain process without a process group
-    head = ShardedHead(name, W.D, W.C, seed=0, **hyper).double()
+    head = sharded_head(name, W.D, W.C, seed=0, **hyper).double()
     load_full_state_dict(head, ckpt["head"])
     assert (head.start, head.num_local) == (0, W.C)
     assert torch.equal(head.weight.detach(), ckpt["head"]["weight"])

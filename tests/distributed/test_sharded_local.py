@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from facemargin import losses
-from facemargin.distributed import (DistributedEvalSampler, PartialFCOptimizer, ShardedHead,
+from facemargin.distributed import (DistributedEvalSampler, PartialFCOptimizer, sharded_head,
                                     full_optimizer_state_dict, full_state_dict,
                                     init_process_group_from_env, is_main_process,
                                     load_full_optimizer_state_dict, load_full_state_dict,
@@ -32,7 +32,7 @@ HEADS = [
 
 def _pair(name, hyper, seed=0):
     torch.manual_seed(seed)
-    sh = ShardedHead(name, D, C, seed=3, **hyper).double()
+    sh = sharded_head(name, D, C, seed=3, **hyper).double()
     ref = losses.build(name, embedding_size=D, num_classes=C, **hyper).double()
     with torch.no_grad():
         if ref.bias is not None:
@@ -133,7 +133,7 @@ def test_partial_fc_sampling():
 
 
 def test_partial_fc_loss_is_softmax_over_the_sampled_classes():
-    sh = ShardedHead("arcface", D, 40, sample_rate=0.25, seed=2, s=8.0).double()
+    sh = sharded_head("arcface", D, 40, sample_rate=0.25, seed=2, s=8.0).double()
     x = torch.randn(6, D, dtype=torch.float64)
     y = torch.tensor([3, 3, 17, 30, 39, 0])
     loss = sh(x, y)
@@ -144,11 +144,11 @@ def test_partial_fc_loss_is_softmax_over_the_sampled_classes():
         ref.weight.copy_(sh.weight[idx])
     remap = {int(c): i for i, c in enumerate(idx)}
     assert torch.allclose(loss, ref(x, torch.tensor([remap[int(c)] for c in y])), rtol=1e-12)
-    assert int(sh.pfc_step) == 1
+    assert int(sh.store.pfc_step) == 1
     sh.eval()  # evaluation uses every class
     full = losses.build("arcface", embedding_size=D, num_classes=40, s=8.0).double()
     full.load_state_dict({"weight": sh.weight.detach()})
-    assert torch.allclose(sh(x, y), full(x, y), rtol=1e-12) and int(sh.pfc_step) == 1
+    assert torch.allclose(sh(x, y), full(x, y), rtol=1e-12) and int(sh.store.pfc_step) == 1
 
 
 @pytest.mark.parametrize("nesterov", [False, True])
@@ -173,7 +173,7 @@ def test_partial_fc_optimizer_without_sampling_is_sgd(nesterov):
 
 
 def test_partial_fc_optimizer_touches_only_sampled_rows():
-    sh = ShardedHead("cosface", D, 30, sample_rate=0.2, seed=0).double()
+    sh = sharded_head("cosface", D, 30, sample_rate=0.2, seed=0).double()
     opt = PartialFCOptimizer(sh, lr=0.5, momentum=0.9, weight_decay=0.1)
     snapshots = []
     for step in range(3):
@@ -193,21 +193,21 @@ def test_partial_fc_optimizer_touches_only_sampled_rows():
 
 
 def test_state_round_trip_and_errors(tmp_path):
-    sh = ShardedHead("sphereface", D, C, seed=1, base=1.0, lambda_min=0.5)
+    sh = sharded_head("sphereface", D, C, seed=1, base=1.0, lambda_min=0.5)
     for _ in range(3):
         sh(torch.randn(2, D), torch.tensor([1, 2]))
     state = full_state_dict(sh)
     assert int(state["schedule.iteration"]) == 3
-    other = ShardedHead("sphereface", D, C, seed=2, base=1.0, lambda_min=0.5)
+    other = sharded_head("sphereface", D, C, seed=2, base=1.0, lambda_min=0.5)
     assert not torch.equal(other.weight, sh.weight)
     load_full_state_dict(other, state)
     assert torch.equal(other.weight, sh.weight) and int(other.iteration) == 3
     with pytest.raises(ValueError, match=r"shape \(8, 5\), expected \(7, 5\)"):
         load_full_state_dict(other, {**state, "weight": torch.zeros(8, D)})
     with pytest.raises(ValueError, match="classification head"):
-        ShardedHead("center", D, C)
+        sharded_head("center", D, C)
     with pytest.raises(ValueError, match="sample_rate"):
-        ShardedHead("arcface", D, C, sample_rate=0.0)
+        sharded_head("arcface", D, C, sample_rate=0.0)
     with pytest.raises(ValueError, match=r"labels must lie in \[0, 7\)"):
         sh(torch.randn(2, D), torch.tensor([1, 7]))
     with pytest.raises(ValueError, match="embedding width"):
@@ -215,8 +215,8 @@ def test_state_round_trip_and_errors(tmp_path):
 
 
 def test_init_is_seeded_and_world_size_independent():
-    a = ShardedHead("arcface", 3, 9000, seed=11)
-    b = ShardedHead("arcface", 3, 9000, seed=11)
+    a = sharded_head("arcface", 3, 9000, seed=11)
+    b = sharded_head("arcface", 3, 9000, seed=11)
     assert torch.equal(a.weight, b.weight)
     bound = math.sqrt(6 / (9000 + 3))
     top = float(a.weight.detach().abs().max())

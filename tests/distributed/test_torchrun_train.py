@@ -12,7 +12,7 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "train"))
-from trainutil import write_fashion  # noqa: E402
+from trainutil import write_fashion, write_val_pack  # noqa: E402
 
 from facemargin.cli import main  # noqa: E402
 from facemargin.train.checkpoint import load_checkpoint  # noqa: E402
@@ -84,26 +84,8 @@ def test_center_aux_is_refused_under_torchrun(data, tmp_path):
     assert "not supported in distributed runs" in proc.stdout + proc.stderr
 
 
-def _val_pack(path: Path) -> Path:
-    """20 pairs of 28x28 images of the unseen classes 6-9, genuine and impostor interleaved."""
-    import numpy as np
-
-    from facemargin.data.binpack import write_bin
-    from trainutil import class_images
-
-    classes, same = [], []
-    for k in range(20):
-        a = 6 + k % 4
-        b = a if k % 2 == 0 else 6 + (k + 1) % 4
-        classes += [a, b]
-        same.append(a == b)
-    grey = class_images(np.array(classes), seed=3)
-    write_bin(path, np.repeat(grey[..., None], 3, axis=-1), np.array(same), format="png")
-    return path
-
-
 def test_verification_packs_under_torchrun_match_one_process(data, tmp_path):
-    pack = _val_pack(tmp_path / "unseen.bin")
+    pack = write_val_pack(tmp_path / "unseen.bin")
     args = ["--data", str(data), "--set", "loss.name=cosface", "--set", "loss.params.s=8.0", *COMMON,
             "--set", f"data.val=[{str(pack)!r}]", "--set", "train.eval_every=2", "--steps", "4"]
     single, dist_out = tmp_path / "single", tmp_path / "dist"
@@ -130,7 +112,7 @@ def test_each_rank_embeds_only_its_share(tmp_path, monkeypatch):
     from facemargin.models import build
     from facemargin.train import validation
 
-    pack = _val_pack(tmp_path / "p.bin")
+    pack = write_val_pack(tmp_path / "p.bin")
     model = build("lenetpp", embedding_size=8, width=0.25).eval()
     whole = validation.Validator([str(pack)], model.input_size)
     full = whole._embed(model, whole.packs[0])

@@ -19,7 +19,7 @@ def _softplus(v):
 def test_subcenter_arcface_by_hand(engine):
     """C=2, K=2, D=2: the class cosine is the best sub-center's; ArcFace on the target."""
     s, m = 4.0, 0.5
-    head = losses.build("subcenter_arcface", embedding_size=2, num_classes=2, K=2, s=s, m=m, backend=engine).double()
+    head = losses.build("subcenter_arcface", embedding_size=2, num_classes=2, K=2, s=s, m=m, engine=engine).double()
     a = [0.0, 0.7, 2.0, 2.9]  # angles of the rows: class 0 at 0 and 0.7 rad, class 1 at 2.0 and 2.9 rad
     with torch.no_grad():
         head.weight.copy_(torch.tensor([[math.cos(t), math.sin(t)] for t in a], dtype=torch.float64) * 3.0)
@@ -65,7 +65,7 @@ def test_uniface_by_hand(engine, per_class_bias):
     s, m, l = 4.0, 0.4, 0.7
     C = 3
     head = losses.build("uniface", embedding_size=2, num_classes=C, s=s, m=m, l=l, per_class_bias=per_class_bias,
-                        backend=engine).double()
+                        engine=engine).double()
     head.init_weights(0)  # the bias init again, now in float64
     b0 = math.log(C * 10)
     bias = head.bias if per_class_bias else head.b
@@ -133,7 +133,7 @@ def test_sphereface2_bias_init_and_loss_by_hand():
 @pytest.mark.parametrize("engine", ENGINES)
 def test_gradcheck_float64(name, engine):
     torch.manual_seed(0)
-    head = losses.build(name, embedding_size=4, num_classes=5, s=4.0, backend=engine).double()
+    head = losses.build(name, embedding_size=4, num_classes=5, s=4.0, engine=engine).double()
     x = (torch.randn(6, 4, dtype=torch.float64) * 2).requires_grad_(True)
     y = torch.tensor([0, 1, 4, 4, 2, 3])
     params = [p for p in head.parameters()]

@@ -88,7 +88,7 @@ def test_registered_and_built_with_no_hyper_parameter():
         assert name in names and L.is_head(name)
         head = L.build(name, embedding_size=8, num_classes=5)
         assert isinstance(head, L.MarginHead) and tuple(head.weight.shape) == (5, 8)
-        assert head.backend == "fused"
+        assert head.engine.name == "fused"
 
 
 @pytest.mark.parametrize("name", NEW)
@@ -162,7 +162,7 @@ def ada_reference(X, m, h, s, alpha, mu0, sd0, update=True):
 
 def test_adaface_hand_worked():
     m, h, s, alpha = 0.4, 2.0, 8.0, 0.5
-    head = make("adaface", m=m, h=h, s=s, t_alpha=alpha, backend="plain")
+    head = make("adaface", m=m, h=h, s=s, t_alpha=alpha, engine="plain")
     x, y = setup_2d(head, ADA_X)
     rows, mu, sd = ada_reference(ADA_X, m, h, s, alpha, 20.0, 100.0)
     # the branches the samples were chosen for are really taken
@@ -370,7 +370,7 @@ def test_curricularface_hard_negative_gradient_has_both_factors(engine):
     # checked against the plain-math loss differentiated by central differences in that cosine
     s, m, t = 8.0, 0.5, 0.3
     X = [CUR_X[0]]
-    head = make("curricularface", s=s, m=m, backend=engine)
+    head = make("curricularface", s=s, m=m, engine=engine)
     x, y = setup_2d(head, X)
     with torch.no_grad():
         head.margin.t.fill_(t)
@@ -500,7 +500,7 @@ def sr_phi(c, m):
 @pytest.mark.parametrize("engine", ["plain", "fused"])
 def test_spherefacer_hand_worked_and_straight_through_gradient(engine):
     s, m, lw = 30.0, 1.5, 50.0
-    head = make("spherefacer", backend=engine)
+    head = make("spherefacer", engine=engine)
     x, y = setup_2d(head, SR_X)
     cs_all = cosines(SR_X)
     ks = [math.floor(m * math.acos(clip(cs[lab], -1 + 1e-5, 1 - 1e-5)) / PI) for cs, (_, _, lab) in zip(cs_all, SR_X)]
@@ -564,7 +564,7 @@ def _grad_problem(seed=9):
 def test_gradcheck_float64(case, engine):
     name, kw, training, how, buffers = case
     x, W, y = _grad_problem()
-    opts = {"backend": "plain"} if engine == "plain" else {"backend_options": {"chunk_size": 4}}
+    opts = {"engine": "plain"} if engine == "plain" else {"engine_options": {"chunk_size": 4}}
     head = L.build(name, embedding_size=3, num_classes=6, **kw, **opts).double().train(training)
     with torch.no_grad():
         for k, v in buffers.items():
@@ -628,9 +628,9 @@ def test_plain_and_fused_agree_over_steps(case):
     name, kw = case
     B, D, C = 7, 5, 11
     torch.manual_seed(0)
-    heads = [L.build(name, embedding_size=D, num_classes=C, backend="plain", **kw).double()]
+    heads = [L.build(name, embedding_size=D, num_classes=C, engine="plain", **kw).double()]
     for chunk in (None, 4):
-        heads.append(L.build(name, embedding_size=D, num_classes=C, backend_options={"chunk_size": chunk} if chunk else None,
+        heads.append(L.build(name, embedding_size=D, num_classes=C, engine_options={"chunk_size": chunk} if chunk else None,
                              **kw).double())
         heads[-1].load_state_dict(heads[0].state_dict())
     for step in range(3):
@@ -788,7 +788,7 @@ def single_process_run(name, kw):
 
 
 def newer_heads_worker(rank, world, out_dir):
-    from facemargin.distributed import ShardedHead, full_state_dict, load_full_state_dict
+    from facemargin.distributed import sharded_head, full_state_dict, load_full_state_dict
     from facemargin.io import save_torch
 
     rows = [(0, 4), (4, 3)][rank]
@@ -796,7 +796,7 @@ def newer_heads_worker(rank, world, out_dir):
         state, data = dist_problem(name, kw)
         _, single_states = single_process_run(name, kw)
         out = {"steps": [], "resumed": None}
-        head = ShardedHead(name, DD, DC, seed=0, ddp_grad_scale=False, **kw).double()
+        head = sharded_head(name, DD, DC, seed=0, ddp_grad_scale=False, **kw).double()
         load_full_state_dict(head, state)
         for step, (x, y) in enumerate(data):
             xl = x[rows[0]:rows[0] + rows[1]].clone().requires_grad_(True)
@@ -811,7 +811,7 @@ def newer_heads_worker(rank, world, out_dir):
         out["full"] = full_state_dict(head)
         # resume across world sizes: a fresh sharded head loads the single-process state after
         # step 1 and takes step 2
-        fresh = ShardedHead(name, DD, DC, seed=1, ddp_grad_scale=False, **kw).double()
+        fresh = sharded_head(name, DD, DC, seed=1, ddp_grad_scale=False, **kw).double()
         load_full_state_dict(fresh, single_states[1])
         x, y = data[1]
         xl = x[rows[0]:rows[0] + rows[1]].clone().requires_grad_(True)

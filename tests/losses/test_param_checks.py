@@ -127,7 +127,7 @@ def test_check_params_rejects_a_typo_listing_the_accepted_arguments():
         L.check_params("arcface", {"mm": 1})
     assert str(e.value) == ("loss 'arcface': bad parameters: unknown argument(s) 'mm'; it accepts: embedding_size, "
                             "num_classes, s, m, easy_margin, learn_scale, bias, triplet, semihard, replace_prob, "
-                            "backend, backend_options, store")
+                            "engine, engine_options, store, backend, backend_options")
     with pytest.raises(ValueError, match="unknown loss 'arcfase'; available: .*arcface"):
         L.check_params("arcfase", {})
     with pytest.raises(ValueError, match="parameters must be a table"):
@@ -145,6 +145,10 @@ def test_check_params_returns_the_values_as_used():
     store = object()  # arguments without a rule pass unchanged
     assert L.check_params("cosface", {"store": store, "backend_options": {"chunk_size": 8}})["store"] is store
     # the engine name is checked like the rest
+    assert L.check_params("cosface", {"engine": "plain"}) == {"engine": "plain"}
+    with pytest.raises(ValueError, match="cosface: engine='turbo' is not valid .*unknown engine 'turbo'"):
+        L.check_params("cosface", {"engine": "turbo"})
+    # and under its former name
     assert L.check_params("cosface", {"backend": "plain"}) == {"backend": "plain"}
     with pytest.raises(ValueError, match="cosface: backend='turbo' is not valid .*unknown engine 'turbo'"):
         L.check_params("cosface", {"backend": "turbo"})
@@ -168,11 +172,11 @@ def test_every_loss_builds_at_its_defaults_and_passes_its_own_checks(name):
 @pytest.mark.parametrize("name", L.available())
 def test_every_hyper_parameter_has_a_declared_range(name):
     """The ranges come from the losses' own declarations; each argument a user sets has one."""
-    from facemargin.registry import accepted_arguments
+    from facemargin.params import accepted_arguments
 
     specs = L.LOSSES.param_specs(name)
     unruled = set(accepted_arguments(L.LOSSES.get(name))) - set(specs)
-    assert unruled <= {"store", "backend_options"}, unruled  # objects, checked where they are used
+    assert unruled <= {"store", "engine_options", "backend_options"}, unruled  # objects, checked where they are used
     for param, text in L.param_ranges(name).items():
         assert text.endswith(")") and len(text) > 10, (param, text)  # each range says what the value means
 
@@ -184,7 +188,7 @@ VALUES = [-1, 0, 0.3, 0.5, 1, 1.5, 2, 2.5, 4, 5, 50, "x", None, True, float("nan
 def test_check_params_and_build_agree(name):
     """For every declared hyper-parameter of every loss and a spread of values: check_params
     accepts exactly what build accepts, with the same message."""
-    skip = {"embedding_size", "num_classes", "backend", "learn_scale", "bias", "triplet", "semihard", "replace_prob"}
+    skip = {"embedding_size", "num_classes", "backend", "engine", "learn_scale", "bias", "triplet", "semihard", "replace_prob"}
     for param in sorted(set(L.LOSSES.param_specs(name)) - skip):
         for value in VALUES:
             checked = outcome(L.check_params, name, {param: value})

@@ -1,4 +1,4 @@
-"""World-size-independent checkpoints of a :class:`~facemargin.distributed.ShardedHead`.
+"""World-size-independent checkpoints of a head on a sharded store (:func:`~facemargin.distributed.sharded_head`).
 
 :func:`full_state_dict` gathers the class rows of every rank into the full ``(C, D)`` weight (and
 ``(C,)`` bias); the replicated entries (λ schedule, learnable scale, Partial-FC seed and step) are
@@ -20,7 +20,8 @@ from typing import Dict, Optional
 import torch
 import torch.distributed as dist
 
-from .sharded import ShardedHead, all_shard_ranges
+from .sharded import is_sharded
+from .shards import all_shard_ranges
 from .utils import all_gather_rows, collective
 
 Tensor = torch.Tensor
@@ -28,8 +29,8 @@ Tensor = torch.Tensor
 _ROW_KEYS = ("weight", "bias")
 
 
-def _comm_device(head: ShardedHead, t: Tensor) -> torch.device:
-    if head.world_size > 1 and dist.get_backend(head.group) == "nccl":
+def _comm_device(store, t: Tensor) -> torch.device:
+    if store.world_size > 1 and dist.get_backend(store.group) == "nccl":
         return torch.device("cuda", torch.cuda.current_device())
     return t.device if t.device.type != "meta" else torch.device("cpu")
 
@@ -40,39 +41,40 @@ def _rows_per_class(head, t: Tensor) -> int:
     return K if (K > 1 and t.dim() >= 1 and t.shape[0] == head.num_local * K) else 1
 
 
-def gather_rows(head: ShardedHead, t: Tensor, rank0_only: bool = False) -> Optional[Tensor]:
+def gather_rows(head, t: Tensor, rank0_only: bool = False) -> Optional[Tensor]:
     """Concatenate every rank's ``(n_r, ...)`` shard of a row-indexed tensor into ``(C, ...)`` (on CPU);
     weight-shaped tensors of sub-center heads (``n_r·K`` rows) give ``(C·K, ...)``."""
     K = _rows_per_class(head, t)
+    store = head.store
     if t.shape[0] != head.num_local * K:
         raise ValueError(f"gather_rows: expected {head.num_local} local rows, got shape {tuple(t.shape)}")
     t = t.detach()
-    if head.world_size == 1:
+    if store.world_size == 1:
         return t.cpu().clone()
-    sizes = [n * K for _, n in all_shard_ranges(head.num_classes, head.world_size)]
-    dev = _comm_device(head, t)
+    sizes = [n * K for _, n in all_shard_ranges(head.num_classes, store.world_size)]
+    dev = _comm_device(store, t)
     src = t.to(dev)
     if not rank0_only:
-        return all_gather_rows(src, sizes, head.group, "all_gather(class rows)").cpu()
+        return all_gather_rows(src, sizes, store.group, "all_gather(class rows)").cpu()
     top = max(sizes)
     if src.shape[0] < top:
         src = torch.cat([src, src.new_zeros((top - src.shape[0],) + tuple(src.shape[1:]))])
     src = src.contiguous()
-    dst = dist.get_global_rank(head.group, 0) if head.group is not None else 0
-    out = [torch.empty_like(src) for _ in sizes] if head.rank == 0 else None
-    collective("gather(class rows)", lambda: dist.gather(src, out, dst=dst, group=head.group), head.group)
-    if head.rank != 0:
+    dst = dist.get_global_rank(store.group, 0) if store.group is not None else 0
+    out = [torch.empty_like(src) for _ in sizes] if store.rank == 0 else None
+    collective("gather(class rows)", lambda: dist.gather(src, out, dst=dst, group=store.group), store.group)
+    if store.rank != 0:
         return None
     return torch.cat([o[:s] for o, s in zip(out, sizes)]).cpu()
 
 
-def full_state_dict(head: ShardedHead, rank0_only: bool = False) -> Optional[Dict[str, Tensor]]:
+def full_state_dict(head, rank0_only: bool = False) -> Optional[Dict[str, Tensor]]:
     """The head's state with the full, unsharded ``weight (C, D)`` and ``bias (C,)`` (CPU tensors).
 
     A collective: call on every rank. Returns None on ranks other than 0 when ``rank0_only``.
     """
-    if not isinstance(head, ShardedHead):
-        raise ValueError(f"full_state_dict needs a ShardedHead, got {type(head).__name__}")
+    if not is_sharded(head):
+        raise ValueError(f"full_state_dict needs a head on a sharded store (sharded_head), got {type(head).__name__}")
     local = head.state_dict()
     out = {}
     for key, value in local.items():
@@ -80,12 +82,12 @@ def full_state_dict(head: ShardedHead, rank0_only: bool = False) -> Optional[Dic
             out[key] = gather_rows(head, value, rank0_only)
         else:
             out[key] = value.detach().cpu().clone()
-    if rank0_only and head.rank != 0:
+    if rank0_only and head.store.rank != 0:
         return None
     return out
 
 
-def _slice_rows(head: ShardedHead, key: str, full: Tensor, K: int = 1) -> Tensor:
+def _slice_rows(head, key: str, full: Tensor, K: int = 1) -> Tensor:
     if full.shape[0] != head.num_classes * K:
         raise ValueError(
             f"checkpoint entry {key!r} has {full.shape[0]} rows but the head has num_classes="
@@ -93,15 +95,15 @@ def _slice_rows(head: ShardedHead, key: str, full: Tensor, K: int = 1) -> Tensor
     return full[head.start * K:(head.start + head.num_local) * K]
 
 
-def load_full_state_dict(head: ShardedHead, state: Dict[str, Tensor], strict: bool = True) -> None:
+def load_full_state_dict(head, state: Dict[str, Tensor], strict: bool = True) -> None:
     """Load a full (unsharded) state into ``head``, keeping this rank's rows. No communication.
 
     Works for a state written at any world size (and for a single-process preset's ``state_dict``).
     Partial-FC counters missing from ``state`` keep their current values; present ones are
     ignored by heads without Partial FC.
     """
-    if not isinstance(head, ShardedHead):
-        raise ValueError(f"load_full_state_dict needs a ShardedHead, got {type(head).__name__}")
+    if not is_sharded(head):
+        raise ValueError(f"load_full_state_dict needs a head on a sharded store (sharded_head), got {type(head).__name__}")
     if not isinstance(state, dict) or "weight" not in state:
         raise ValueError("load_full_state_dict: state must be a dict with at least a 'weight' entry")
     w = state["weight"]
@@ -122,7 +124,7 @@ def load_full_state_dict(head: ShardedHead, state: Dict[str, Tensor], strict: bo
     head.load_state_dict(local, strict=strict)
 
 
-def _row_param_ids(optimizer, head: ShardedHead) -> Dict[int, str]:
+def _row_param_ids(optimizer, head) -> Dict[int, str]:
     """Optimizer state index -> 'weight'/'bias' for the head's row-indexed parameters."""
     ids, i = {}, 0
     for group in optimizer.param_groups:
@@ -135,7 +137,7 @@ def _row_param_ids(optimizer, head: ShardedHead) -> Dict[int, str]:
     return ids
 
 
-def full_optimizer_state_dict(optimizer, head: ShardedHead, rank0_only: bool = False) -> Optional[dict]:
+def full_optimizer_state_dict(optimizer, head, rank0_only: bool = False) -> Optional[dict]:
     """``optimizer.state_dict()`` with the state of the head's rows (e.g. momentum) made full.
 
     Every state tensor of ``head.weight``/``head.bias`` whose first dimension is the local row
@@ -153,12 +155,12 @@ def full_optimizer_state_dict(optimizer, head: ShardedHead, rank0_only: bool = F
             else:
                 entry[k] = v.detach().cpu().clone() if isinstance(v, Tensor) else copy.deepcopy(v)
         state[idx] = entry
-    if rank0_only and head.rank != 0:
+    if rank0_only and head.store.rank != 0:
         return None
     return {"state": state, "param_groups": copy.deepcopy(sd["param_groups"])}
 
 
-def load_full_optimizer_state_dict(optimizer, head: ShardedHead, state: dict) -> None:
+def load_full_optimizer_state_dict(optimizer, head, state: dict) -> None:
     """Load a state of :func:`full_optimizer_state_dict` (any world size), keeping this rank's rows."""
     if not isinstance(state, dict) or "state" not in state or "param_groups" not in state:
         raise ValueError("load_full_optimizer_state_dict: expected a dict with 'state' and 'param_groups'")

@@ -12,7 +12,7 @@ only they receive a non-zero gradient; but a dense optimizer would still decay e
 (``weight_decay · W``) and keep moving every row with its momentum. :class:`PartialFCOptimizer`
 is SGD (momentum, dampening, Nesterov, weight decay: the formulas of :class:`torch.optim.SGD`)
 that, for the head's row-indexed parameters (``weight``, ``bias``), reads the rows the head used
-since the previous ``step()`` (``head.take_touched_rows()``) and updates only those rows of the
+since the previous ``step()`` (``head.store.take_touched_rows()``) and updates only those rows of the
 parameter *and* of its momentum buffer, sparse-style; unsampled rows and their momentum are left
 bit-for-bit untouched. With ``sample_rate=1`` every row is touched and the step equals
 ``torch.optim.SGD`` exactly. Other parameters of the head (a learnable scale) get the dense step.
@@ -21,7 +21,6 @@ with ``dampening > 0`` its very first update is ``(1 − dampening)·d`` instead
 """
 from __future__ import annotations
 
-from typing import Optional
 
 import torch
 from torch.optim import Optimizer
@@ -63,7 +62,8 @@ def sample_rows(positive: Tensor, n: int, sample_rate: float, seed: int, step: i
 
 
 class PartialFCOptimizer(Optimizer):
-    """SGD for a :class:`~facemargin.distributed.ShardedHead` that moves only the rows it used.
+    """SGD for a head on a sharded store (:func:`~facemargin.distributed.sharded_head`) that moves
+    only the rows it used.
 
     ``PartialFCOptimizer(head, lr, momentum=0, weight_decay=0, dampening=0, nesterov=False)``.
     Put only the head's parameters here (the backbone gets its own optimizer). ``lr`` and the
@@ -73,15 +73,16 @@ class PartialFCOptimizer(Optimizer):
 
     def __init__(self, head, lr: float, momentum: float = 0.0, weight_decay: float = 0.0,
                  dampening: float = 0.0, nesterov: bool = False):
-        if not hasattr(head, "take_touched_rows"):
-            raise ValueError(f"PartialFCOptimizer needs a ShardedHead, got {type(head).__name__}")
+        if not hasattr(head, "store") or not hasattr(head, "take_touched_rows"):
+            raise ValueError(f"PartialFCOptimizer needs a head on a weight store (sharded_head), got {type(head).__name__}")
         if lr < 0 or momentum < 0 or weight_decay < 0:
             raise ValueError(f"lr, momentum and weight_decay must be >= 0, got {lr}, {momentum}, {weight_decay}")
         if nesterov and (momentum <= 0 or dampening != 0):
             raise ValueError("nesterov momentum requires momentum > 0 and dampening = 0")
         defaults = dict(lr=lr, momentum=momentum, weight_decay=weight_decay, dampening=dampening,
                         nesterov=nesterov)
-        super().__init__([p for p in head.parameters() if p.requires_grad], defaults)
+        # rows, bias, then the head's own parameters: the order of the optimizer's saved state
+        super().__init__(head.ordered_parameters(), defaults)
         self.head = head
 
     def _row_indexed(self, p) -> bool:
@@ -94,7 +95,7 @@ class PartialFCOptimizer(Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        rows = self.head.take_touched_rows()
+        rows = self.head.store.take_touched_rows()
         for group in self.param_groups:
             lr, mom, wd = group["lr"], group["momentum"], group["weight_decay"]
             damp, nesterov = group["dampening"], group["nesterov"]

@@ -2,7 +2,7 @@
 
 ``facemargin train`` detects ``WORLD_SIZE > 1`` and builds a :class:`DistributedContext`:
 
-* the backbone is wrapped in DDP; the classification head becomes a :class:`ShardedHead` (class
+* the backbone is wrapped in DDP; the classification head is built on a :class:`ShardedStore` (class
   rows split across ranks, Partial FC when ``dist.sample_rate < 1``, with a
   :class:`PartialFCOptimizer` for its rows);
 * every rank reads its own share of the same global batch (``BatchOrder(rank, world)``), so the
@@ -28,7 +28,7 @@ from ..losses import build_from_config, is_head
 from .checkpoint import (full_optimizer_state_dict, full_state_dict, load_full_optimizer_state_dict,
                          load_full_state_dict)
 from .partial_fc import PartialFCOptimizer
-from .sharded import ShardedHead, ShardedStore
+from .sharded import ShardedStore, is_sharded
 from .utils import all_reduce, destroy_process_group, get_rank, get_world_size, init_process_group_from_env
 
 
@@ -70,16 +70,16 @@ class DistributedContext:
 
     def head_optimizer(self, head, lr: float, momentum: float, weight_decay: float):
         """Partial FC needs its own optimizer that moves only the rows a step used."""
-        if isinstance(head, ShardedHead) and head.sample_rate < 1.0:
+        if is_sharded(head) and head.store.sample_rate < 1.0:
             return PartialFCOptimizer(head, lr=lr, momentum=momentum, weight_decay=weight_decay)
         return None
 
     # -- checkpoints (collectives: every rank calls them) -------------------------------------------
     def full_state_dict(self, head) -> Dict:
-        return full_state_dict(head) if isinstance(head, ShardedHead) else head.state_dict()
+        return full_state_dict(head) if is_sharded(head) else head.state_dict()
 
     def load_full_state_dict(self, head, state: Dict) -> None:
-        if isinstance(head, ShardedHead):
+        if is_sharded(head):
             load_full_state_dict(head, state)
         else:
             head.load_state_dict(state)
@@ -87,12 +87,12 @@ class DistributedContext:
     def full_optimizer_state_dict(self, optimizer, head) -> Optional[Dict]:
         if optimizer is None:
             return None
-        if isinstance(head, ShardedHead):
+        if is_sharded(head):
             return full_optimizer_state_dict(optimizer, head)
         return optimizer.state_dict()
 
     def load_full_optimizer_state_dict(self, optimizer, head, state: Dict) -> None:
-        if isinstance(head, ShardedHead):
+        if is_sharded(head):
             load_full_optimizer_state_dict(optimizer, head, state)
         else:
             optimizer.load_state_dict(state)

@@ -23,6 +23,8 @@ from typing import Callable, Optional, Sequence, Tuple, TypeVar
 import torch
 import torch.distributed as dist
 
+from .shards import shard_range
+
 T = TypeVar("T")
 
 _ENV_VARS = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
@@ -190,8 +192,6 @@ class DistributedEvalSampler(torch.utils.data.Sampler):
     """
 
     def __init__(self, dataset, rank: Optional[int] = None, world_size: Optional[int] = None):
-        from .sharded import shard_range
-
         self.rank = get_rank() if rank is None else int(rank)
         self.world_size = get_world_size() if world_size is None else int(world_size)
         if not 0 <= self.rank < self.world_size:

@@ -1,11 +1,19 @@
 """Every loss of the face-recognition family, exact and tested.
 
 Classification heads (hold class weights ``head.weight`` ``(C, D)``; ``head(x, y)`` -> loss,
-``head.logits(x, y)``): softmax, l2softmax, normface, sphereface (asoftmax), lsoftmax,
-cosface (amsoftmax), arcface, combined, atl (``MarginInnerProduct``); adaface, magface,
-curricularface, elasticarcface, elasticcosface, spherefacer (:mod:`.newer`). A head is a weight store
-(:mod:`.stores`), a margin module (:mod:`.margin`) and an engine (:mod:`.engines`).
-Metric losses (``loss(x, y)`` -> scalar): center, contrastive, triplet, coco, range, marginal.
+``head.logits(x, y)``), one file per family:
+
+* :mod:`.softmax` — softmax, l2softmax, normface;
+* :mod:`.sphereface` — sphereface (asoftmax), lsoftmax, atl (``MarginInnerProduct``);
+* :mod:`.additive` — cosface (amsoftmax), arcface, combined;
+* :mod:`.adaface`, :mod:`.magface`, :mod:`.curricularface`, :mod:`.elasticface`
+  (elasticarcface, elasticcosface), :mod:`.spherefacer`, :mod:`.subcenter` (subcenter_arcface),
+  :mod:`.coco`;
+* :mod:`.uniface`, :mod:`.sphereface2` — one binary loss per class (:mod:`.binary`).
+
+A head (:mod:`.head`) is a weight store (:mod:`.stores`), a margin (:mod:`.core`) and an engine
+(:mod:`.engines`). Metric losses (``loss(x, y)`` -> scalar; :mod:`.metric`): center,
+contrastive, triplet, range, marginal.
 
 ``build(name, **kw)`` builds any of them by name; ``available()`` lists the names;
 ``check_params(name, params)`` checks hyper-parameters without building anything.
@@ -16,19 +24,39 @@ checked whenever a loss is built, and a value of the wrong type or out of range 
 ``ValueError("arcface: m=7.0 is out of range: expected 0 <= m < 1.5708 (an additive angle in
 radians)")``. ``param_ranges(name)`` lists them.
 """
+import warnings as _warnings
+
 from .registry import LOSSES
-from .margin import (AdditiveMargin, BACKENDS, ENGINES, Margin, MarginContext, MarginSpec, MarginStats,
-                     MultiplicativeMargin, margin_cross_entropy, psi, target_logit)
-from . import engines  # noqa: F401  (registers the plain and fused engines)
-from .stores import DenseStore, WeightStore, seeded_rows
-from .heads import (ArcFace, CombinedMargin, CosFace, L2Softmax, LambdaSchedule, LSoftmax,
-                    MarginHead, MarginInnerProduct, NormFace, Softmax, SphereFace)
-from .newer import (AdaFace, AdaFaceMargin, CurricularFace, CurricularMargin, ElasticArcFace, ElasticCosFace,
-                    ElasticMargin, MagFace, MagFaceMargin, SphereFaceR, SphereFaceRMargin, quality_scores)
-from . import metric  # noqa: F401  (registers the metric losses)
+from .core import (AdditiveMargin, Margin, MarginContext, MarginSpec, MarginStats, target_cosines,
+                   target_logit)
+from .engines import ENGINES, SOFTMAX, Engine, OneVsRest, margin_cross_entropy
+from .stores import BatchView, DenseStore, LocalComm, WeightStore, seeded_rows
+from .head import MarginHead
+from .binary import BinaryMarginHead
+from .softmax import L2Softmax, NormFace, Softmax
+from .sphereface import LambdaSchedule, LSoftmax, MarginInnerProduct, MultiplicativeMargin, SphereFace, psi
+from .additive import ArcFace, CombinedMargin, CosFace
+from .adaface import AdaFace, AdaFaceMargin
+from .magface import MagFace, MagFaceMargin, quality_scores
+from .curricularface import CurricularFace, CurricularMargin
+from .elasticface import ElasticArcFace, ElasticCosFace, ElasticMargin
+from .spherefacer import SphereFaceR, SphereFaceRMargin
 from .subcenter import SubCenterArcFace, subcenter_outliers
-from .binary import BinaryMarginHead, SphereFace2, UniFace
-from .metric import *  # noqa: F401,F403
+from .uniface import UniFace
+from .sphereface2 import SphereFace2, SphereFace2Margin
+from .coco import COCOLoss
+from .metric import CenterLoss, ContrastiveLoss, MarginalLoss, RangeLoss, TripletLoss
+
+_DEPRECATED = {"BACKENDS": ("ENGINES", lambda: ENGINES)}
+
+
+def __getattr__(name):
+    if name in _DEPRECATED:
+        new, value = _DEPRECATED[name]
+        _warnings.warn(f"facemargin.losses.{name} is the former name of facemargin.losses.{new}",
+                       DeprecationWarning, stacklevel=2)
+        return value()
+    raise AttributeError(f"module 'facemargin.losses' has no attribute {name!r}")
 
 
 def build(name: str, **kw):
@@ -36,7 +64,7 @@ def build(name: str, **kw):
     ``build("arcface", embedding_size=512, num_classes=10)``.
 
     Arguments are bind-checked: an unknown or missing one raises ``ValueError`` naming it and
-    listing what the loss accepts. Heads use their fastest exact engine unless ``backend`` is given.
+    listing what the loss accepts. Heads use their fastest exact engine unless ``engine`` is given.
     """
     return LOSSES.build(name, **kw)
 

@@ -17,7 +17,7 @@ from typing import Optional
 
 import torch
 
-from ..registry import Check, CheckedParams, Choice, Depends, Flag, Integer, Param, Real  # noqa: F401
+from ..params import Check, CheckedParams, Choice, Depends, Flag, Integer, Param, Real  # noqa: F401
 
 # ------------------------------------------------------------------------------------------------
 # ranges shared by several heads

@@ -19,8 +19,8 @@ import torch
 import torch.nn.functional as F
 
 from .checks import ANGLE, ANGLE_FACTOR, COSINE, SCALE, Choice, Flag, Integer
-from .heads import MarginHead
-from .margin import AdditiveMargin, MarginSpec
+from .core import AdditiveMargin, MarginSpec
+from .head import MarginHead
 from .registry import LOSSES
 
 Tensor = torch.Tensor
@@ -53,8 +53,9 @@ def subcenter_outliers(centers: Tensor, embeddings: Tensor, labels: Tensor, thre
     """Find the samples far from their class's dominant sub-center.
 
     Args:
-        centers: ``(C, K, D)`` sub-centers (e.g. ``head.subcenters``), or ``(C·K, D)`` rows with
-            ``K`` inferred from ``labels``' class count.
+        centers: ``(C, K, D)`` sub-centers, e.g. ``head.subcenters``. The flat rows of
+            ``head.weight`` ``(C·K, D)`` are refused (``K`` cannot be told from them): pass
+            ``weight.view(C, K, D)``.
         embeddings: ``(N, D)`` features of the training samples; labels: ``(N,)`` their classes.
         threshold_deg: a sample is an outlier when the angle to its dominant sub-center exceeds
             this (its cosine is below ``cos threshold``).

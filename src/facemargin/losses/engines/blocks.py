@@ -1,168 +1,22 @@
-"""Engines: the GEMM and a stable log-sum-exp over class blocks, nothing else.
+"""The block computation behind the ``fused`` engine: logits of class blocks, their chain rule, and
+the two autograd functions (softmax cross-entropy and one-vs-rest sums) built on them.
 
-A head hands an engine
-
-* ``f`` ``(B, D)``: the GEMM operand (``s·x̂`` or ``x``), differentiable;
-* ``weight`` ``(n, D)``: raw class rows (all classes, or one rank's shard);
-* ``bias`` ``(n,)`` or None;
-* ``T`` ``(B,)``: the target logits, computed by :func:`~facemargin.losses.margin.target_logit`
-  with autograd (so the margin's gradient never has to be written by hand);
-* ``cols`` ``(B,)``: the local column of each row's target, ``-1`` where another rank owns it;
-
-and gets back the mean cross-entropy of the logits ``z_ij = k_j·(f_i·W_j) + b_j`` with column
-``cols_i`` replaced by ``T_i`` (``k_j = 1/‖W_j‖`` for normalised weights), plus
-:class:`~facemargin.losses.margin.MarginStats`. Optional: ``others`` transforms the non-target
-logits of a block elementwise (differentiated by autograd, block by block), and ``reducer`` (a sharded weight store's
-all-reduce) turns the log-sum-exp into a distributed one (all-reduce MAX of the row maxima, SUM of the exponential
-sums): the sharded engine is the fused engine over a class shard.
-
-* ``plain``: the reference, written as one would in PyTorch (full ``(B, C)`` logits, autograd).
-  Single process only.
-* ``fused``: one :class:`torch.autograd.Function`. No normalised copy of ``W`` (the weight norm
-  is a per-column factor applied in place on the ``(B, n)`` block), one ``(B, C)`` buffer turned
-  into ``exp(z − max)`` in place and reused for the softmax gradient in backward, ``grad_f`` and
-  ``grad_W`` as two GEMMs of it. ``chunk_size`` processes classes in blocks with an online
-  log-sum-exp and recomputes the blocks in backward, so no ``(B, C)`` buffer is ever held. The
-  target rows' gradient is added in place into the ``grad_W`` this engine produced (no second
-  ``(C, D)`` gradient). Default engine of every head.
+No normalised copy of ``W`` is made (the weight norm is a per-column factor applied in place on
+the ``(B, n)`` block); unchunked, one ``(B, C)`` buffer is turned into ``exp(z − max)`` (or
+``d neg/dz``) in place and reused in backward, ``grad_f`` and ``grad_W`` are two GEMMs of it.
+``chunk_size`` processes classes in blocks with an online log-sum-exp and recomputes the blocks in
+backward, so no ``(B, C)`` buffer is ever held. With communication hooks (a sharded store) the
+row maxima are all-reduced with MAX and the sums of exponentials with SUM.
 """
 from __future__ import annotations
 
 import math
-from typing import Optional
 
 import torch
-import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
-from .margin import ENGINES, NORM_EPS, MarginStats, work_dtype
-
-Tensor = torch.Tensor
-
-__all__ = ["Engine", "PlainEngine", "FusedEngine", "BlockSoftmaxCE"]
-
-
-def _autocast_dtype(device_type: str) -> Optional[torch.dtype]:
-    """The autocast dtype active for ``device_type`` (None when autocast is off)."""
-    if torch.is_autocast_enabled(device_type):
-        return torch.get_autocast_dtype(device_type)
-    return None
-
-
-def _world(reducer) -> int:
-    """1 without a reducer (one process, even inside a distributed run), else the world size."""
-    return 1 if reducer is None else int(reducer.world_size)
-
-
-class Engine:
-    """What every engine provides. ``supports_group``: runs over a class shard with a process group."""
-
-    name = "engine"
-    supports_group = False
-
-    def check(self, head_name: str, *, sharded: bool) -> None:
-        """Raise a clear ValueError when this engine cannot run the described head."""
-        if sharded and not self.supports_group:
-            raise ValueError(f"{head_name}: the {self.name!r} engine runs in one process only; "
-                             f"a sharded head needs one of: {', '.join(n for n in ENGINES.available() if ENGINES.get(n).supports_group)}")
-
-    def target_rows(self, weight: Tensor, idx: Tensor, rows_per_class: int = 1):
-        """The target rows of classes ``idx`` (differentiable; ``(n, K, D)`` for ``K`` rows per
-        class, else ``(n, D)``) and a link object for :meth:`__call__`."""
-        return _class_rows(weight, rows_per_class)[idx], None
-
-    def __call__(self, f, weight, bias, T, cols, *, weight_norm, link=None, others=None, reducer=None, **options):
-        raise NotImplementedError
-
-
-def _class_rows(weight: Tensor, K: int) -> Tensor:
-    return weight if K == 1 else weight.view(weight.shape[0] // K, K, weight.shape[1])
-
-
-class PlainEngine(Engine):
-    """The reference: the full ``(B, C)`` logits with autograd."""
-
-    name = "plain"
-
-    @staticmethod
-    def logits(f, weight, bias, T, cols, *, weight_norm, others=None, rows_per_class: int = 1):
-        """The ``(B, C)`` logits, target column ``cols`` replaced by ``T`` (kept when ``T`` is
-        None), and their :class:`MarginStats` (None without ``cols``)."""
-        dtype = torch.promote_types(f.dtype, weight.dtype)
-        w = F.normalize(weight.to(dtype), dim=1) if weight_norm else weight.to(dtype)
-        z = F.linear(f.to(dtype), w)
-        if rows_per_class > 1:  # sub-centers: the best of the K rows of every class
-            z = z.view(z.shape[0], -1, rows_per_class).amax(dim=2)
-        b = None if bias is None else bias.to(dtype)
-        if cols is None:
-            return (z if b is None else z + b), None
-        rows = torch.arange(f.shape[0], device=f.device)
-        target_plain = (z if b is None else z + b).detach()[rows, cols]
-        if others is not None:
-            z = others(z)
-        if b is not None:
-            z = z + b
-        with torch.no_grad():
-            other_max = z.index_put((rows, cols), torch.tensor(-math.inf, dtype=z.dtype, device=z.device)).amax(dim=1)
-        if T is None:  # no margin: the target keeps its GEMM logit
-            return z, MarginStats(target_plain, target_plain, other_max)
-        # under autocast F.linear gives bf16 logits while the target entries are float32
-        z = z.index_put((rows, cols), T.to(z.dtype))
-        return z, MarginStats(target_plain, T.detach().to(z.dtype), other_max)
-
-    def __call__(self, f, weight, bias, T, cols, *, weight_norm, link=None, others=None, reducer=None,
-                 rows_per_class: int = 1, **options):
-        self._check(reducer, options)
-        z, stats = self.logits(f, weight, bias, T, cols, weight_norm=weight_norm, others=others,
-                               rows_per_class=rows_per_class)
-        # at least float32 (bf16 logits), but float64 stays float64 (gradcheck, exact comparisons)
-        return F.cross_entropy(z.to(work_dtype(z.dtype)), cols), stats
-
-    def binary(self, f, weight, bias, cols, neg, *, weight_norm, link=None, others=None, reducer=None,
-               rows_per_class: int = 1, **options):
-        """``(Σ_{i, j≠y_i} neg(z_ij), target_plain, other_max)`` for sigmoid heads."""
-        self._check(reducer, options)
-        z, stats = self.logits(f, weight, bias, None, cols, weight_norm=weight_norm, others=others,
-                               rows_per_class=rows_per_class)
-        vals = neg(z.to(work_dtype(z.dtype)))
-        rows = torch.arange(f.shape[0], device=f.device)
-        vals = vals.index_put((rows, cols), torch.zeros((), dtype=vals.dtype, device=vals.device))
-        return vals.sum(), stats.target_plain, stats.other_max
-
-    def _check(self, reducer, options):
-        if options:
-            raise ValueError(f"plain engine: unknown option(s) {', '.join(sorted(options))}; it takes none")
-        if _world(reducer) > 1:
-            raise ValueError("the plain engine runs in one process; a sharded head uses the fused engine")
-
-
-class _TargetRows(torch.autograd.Function):
-    """``weight[idx]``; backward adds the rows' gradient into the ``grad_W`` the fused engine made.
-
-    The fused engine's backward runs first (the target logits depend on these rows), stores its
-    ``grad_W`` in ``link``, and autograd has not yet accumulated it: the rows are added in place,
-    so the head never allocates a second ``(C, D)`` gradient. Without that (the engine did not
-    need ``grad_W``), a dense gradient is returned as usual.
-    """
-
-    @staticmethod
-    def forward(ctx, weight, idx, link, K):
-        ctx.link, ctx.shape, ctx.K = link, weight.shape, K
-        ctx.save_for_backward(idx)
-        return _class_rows(weight.detach(), K)[idx]
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad):
-        (idx,) = ctx.saved_tensors
-        gW = ctx.link.pop("grad_weight", None)
-        if gW is None or gW.shape != ctx.shape:
-            gW = grad.new_zeros(ctx.shape)
-            _class_rows(gW, ctx.K).index_add_(0, idx, grad)
-            return gW, None, None, None
-        _class_rows(gW, ctx.K).index_add_(0, idx, grad.to(gW.dtype))
-        return None, None, None, None
-
+from ..core import NORM_EPS, work_dtype
+from .base import world_of
 
 #: elements of one column slice of a block: elementwise work (a margin's transform of the
 #: non-target logits and its gradient, a sigmoid head's per-column loss) runs slice by slice, so
@@ -311,7 +165,7 @@ def _finish_grads(grads, f, weight, bias, link):
 class BlockSoftmaxCE(torch.autograd.Function):
     """Mean cross-entropy over class blocks (see the module docstring).
 
-    ``apply(f, weight, bias, T, cols, weight_norm, chunk_size, reducer, others, link, compute_dtype, K)``
+    ``apply(f, weight, bias, T, cols, weight_norm, chunk_size, comm, others, link, compute_dtype, K)``
     returns ``(loss, target_plain, target_margin, other_max)``; only ``loss`` is differentiable
     (in ``f``, ``weight``, ``bias`` and ``T``). ``compute_dtype`` is the dtype of the GEMMs and of
     the logits buffer (autocast); the log-sum-exp runs in at least float32. ``K`` rows per class
@@ -319,13 +173,13 @@ class BlockSoftmaxCE(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, f, weight, bias, T, cols, weight_norm, chunk_size, reducer, others, link, compute_dtype, K=1):
+    def forward(ctx, f, weight, bias, T, cols, weight_norm, chunk_size, comm, others, link, compute_dtype, K=1):
         with torch.autocast(f.device.type, enabled=False):
-            return BlockSoftmaxCE._forward(ctx, f, weight, bias, T, cols, weight_norm, chunk_size, reducer, others,
+            return BlockSoftmaxCE._forward(ctx, f, weight, bias, T, cols, weight_norm, chunk_size, comm, others,
                                            link, compute_dtype, K)
 
     @staticmethod
-    def _forward(ctx, f, weight, bias, T, cols, weight_norm, chunk_size, reducer, others, link, compute_dtype, K):
+    def _forward(ctx, f, weight, bias, T, cols, weight_norm, chunk_size, comm, others, link, compute_dtype, K):
         dtype = compute_dtype or torch.promote_types(f.dtype, weight.dtype)
         blocks = _Blocks(f, weight, bias, weight_norm, K, others, dtype)
         wk, n, B, dev = blocks.wk, blocks.n, f.shape[0], f.device
@@ -359,11 +213,11 @@ class BlockSoftmaxCE(torch.autograd.Function):
             del z
         local_m = run_m
         included = (cols >= 0).to(wk)  # whether T_i entered the log-sum-exp (on some rank)
-        if _world(reducer) > 1:
-            maxes = reducer.all_reduce(torch.cat([other_max, run_m]), "max", "all_reduce(MAX of logits)")
+        if world_of(comm) > 1:
+            maxes = comm.all_reduce(torch.cat([other_max, run_m]), "max", "all_reduce(MAX of logits)")
             other_max, M = maxes[:B], maxes[B:]
             scaled = torch.where(torch.isfinite(run_m), S * torch.exp(run_m - M), torch.zeros_like(S))
-            sums = reducer.all_reduce(torch.cat([scaled, target_plain, included]), "sum",
+            sums = comm.all_reduce(torch.cat([scaled, target_plain, included]), "sum",
                                      "all_reduce(SUM of exponentials and targets)")
             S, target_plain, included = sums[:B], sums[B:2 * B], sums[2 * B:]
         else:
@@ -504,47 +358,3 @@ class BlockBinary(torch.autograd.Function):
             grad_f, grad_w, grad_b = _finish_grads(grads, f, weight, bias, m["link"])
             return grad_f, grad_w, grad_b, None, None, None, None, None, None, None, None
 
-
-class FusedEngine(Engine):
-    """The memory-lean engine (:class:`BlockSoftmaxCE`); options: ``chunk_size``."""
-
-    name = "fused"
-    supports_group = True
-
-    def target_rows(self, weight: Tensor, idx: Tensor, rows_per_class: int = 1):
-        if not weight.requires_grad:
-            return _class_rows(weight, rows_per_class)[idx], None
-        link = {}
-        return _TargetRows.apply(weight, idx, link, int(rows_per_class)), link
-
-    def __call__(self, f, weight, bias, T, cols, *, weight_norm, link=None, others=None, reducer=None,
-                 rows_per_class: int = 1, chunk_size: Optional[int] = None, **options):
-        self._check(f, chunk_size, options)
-        loss, target_plain, target_margin, other_max = BlockSoftmaxCE.apply(
-            f, weight, bias, T, cols.to(torch.long), bool(weight_norm), chunk_size, reducer, others, link,
-            _autocast_dtype(f.device.type), int(rows_per_class))
-        return loss, MarginStats(target_plain, target_margin, other_max)
-
-    def binary(self, f, weight, bias, cols, neg, *, weight_norm, link=None, others=None, reducer=None,
-               rows_per_class: int = 1, chunk_size: Optional[int] = None, **options):
-        self._check(f, chunk_size, options)
-        total, target_plain, other_max = BlockBinary.apply(
-            f, weight, bias, cols.to(torch.long), bool(weight_norm), chunk_size, others, neg, link,
-            _autocast_dtype(f.device.type), int(rows_per_class))
-        if _world(reducer) > 1:
-            other_max = reducer.all_reduce(other_max.clone(), "max", "all_reduce(MAX of logits)")
-            target_plain = reducer.all_reduce(target_plain.clone(), "sum", "all_reduce(SUM of targets)")
-        return total, target_plain, other_max
-
-    @staticmethod
-    def _check(f, chunk_size, options):
-        if options:
-            raise ValueError(f"fused engine: unknown option(s) {', '.join(sorted(options))}; known: chunk_size")
-        if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1):
-            raise ValueError(f"fused engine: chunk_size must be a positive integer or None, got {chunk_size!r}")
-        if f.shape[0] == 0:
-            raise ValueError("fused engine: empty batch (0 embeddings); at least one sample is needed")
-
-
-ENGINES.register("plain")(PlainEngine())
-ENGINES.register("fused")(FusedEngine())

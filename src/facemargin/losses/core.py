@@ -1,4 +1,5 @@
-"""Margins and the one target-logit function behind every classification head.
+"""The core of every classification head: the margin context, the margin module, and the one
+target-logit function.
 
 Every softmax head of the zoo computes logits of the form
 
@@ -13,14 +14,14 @@ per-sample tensors it prepared), may hold state updated once per training step, 
 regulariser to the loss and may declare that it changes non-target logits.
 
 :func:`target_logit` computes ``z_y`` for the B target rows; every engine (plain, fused, sharded)
-calls it and lets autograd differentiate it, so no margin derivative is written by hand anywhere.
-The engines themselves (:mod:`.engines`) only do the GEMM and a stable log-sum-exp over class
-blocks.
+receives it and lets autograd differentiate it, so no margin derivative is written by hand
+anywhere. The engines (:mod:`facemargin.losses.engines`) only do the GEMM and a stable
+log-sum-exp over class blocks.
 
-Margins defined here: :class:`AdditiveMargin` ``φ(c) = cos(m1·θ + m2) − m3`` (CosFace, ArcFace,
-combined, NormFace with all margins zero) with ArcFace's fallback past ``θ + m2 > π`` and
-``easy_margin``; :class:`MultiplicativeMargin` ``φ(c) = (λ·c + ψ_m(θ)) / (1 + λ)`` (SphereFace,
-L-Softmax, ATL). Newer heads add their own in :mod:`.newer`.
+:class:`AdditiveMargin` ``φ(c) = cos(m1·θ + m2) − m3`` lives here because, with every margin
+zero, it is the identity every margin-free head uses; the heads built on it are in
+:mod:`.additive`, the multiplicative margin of SphereFace in :mod:`.sphereface`. Hyper-parameter
+rules are declared beside each class (``PARAMS``, see :mod:`.checks`).
 """
 from __future__ import annotations
 
@@ -32,8 +33,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..registry import Registry
-from .checks import ANGLE_FACTOR, MULTIPLICATIVE, CheckedParams, Flag, Real
+from .checks import ANGLE_FACTOR, CheckedParams, Flag, Real
 
 Tensor = torch.Tensor
 
@@ -234,55 +234,6 @@ def additive_phi(c: Tensor, m1, m2, m3, easy_margin: bool = False) -> Tensor:
     return phi
 
 
-def chebyshev_cos(c: Tensor, m: int) -> Tensor:
-    """``cos(m·θ)`` as the Chebyshev polynomial ``T_m(cos θ)`` for m = 1..4 (no acos)."""
-    if m == 1:
-        return c
-    if m == 2:
-        return 2 * c * c - 1
-    if m == 3:
-        return (4 * c * c - 3) * c
-    if m == 4:
-        c2 = c * c
-        return 8 * c2 * c2 - 8 * c2 + 1
-    raise ValueError(f"multiplicative margin m must be 1, 2, 3 or 4, got {m}")
-
-
-def psi(c: Tensor, m: int) -> Tensor:
-    """SphereFace's monotonic ``ψ_m(θ) = (−1)^k cos(mθ) − 2k``, ``θ ∈ [kπ/m, (k+1)π/m]``."""
-    if m == 1:
-        return c
-    with torch.no_grad():
-        # k is piecewise constant in θ: it carries no gradient
-        theta = torch.acos(torch.clamp(c, -1.0, 1.0))
-        k = torch.clamp(torch.floor(theta * (m / math.pi)), 0, m - 1)
-        sign = 1.0 - 2.0 * torch.remainder(k, 2)
-    return sign * chebyshev_cos(c, m) - 2.0 * k
-
-
-class MultiplicativeMargin(Margin):
-    """``φ(c) = (λ·c + ψ_m(θ)) / (1 + λ)``; ``m = 1`` is the plain cosine. λ comes from the context."""
-
-    needs_lambda = True
-    PARAMS = {"m": MULTIPLICATIVE}
-
-    def __init__(self, m: int = 4):
-        super().__init__()
-        self.m = int(m)
-
-    @property
-    def active(self) -> bool:
-        return self.m != 1
-
-    def phi(self, c: Tensor, ctx: MarginContext) -> Tensor:
-        lam = ctx.lambda_
-        if lam is None:
-            raise ValueError("a multiplicative margin needs the current lambda")
-        return (lam * c + psi(c, self.m)) / (1.0 + lam)
-
-    def extra_repr(self) -> str:
-        return f"m={self.m}"
-
 
 @dataclass(frozen=True, eq=False)
 class MarginSpec:
@@ -398,38 +349,15 @@ def features(x: Tensor, spec: MarginSpec, scale=1.0) -> Tensor:
     return scale * F.normalize(x, dim=1)
 
 
-# ------------------------------------------------------------------------------------------------
-# engines (registered in .engines) and the functional entry points
-# ------------------------------------------------------------------------------------------------
+class Float32Statistics(Margin):
+    """A margin whose running statistics stay in at least float32 when the head is cast to
+    float16/bfloat16 (an EMA with rate 0.01 stalls in bf16's 8-bit mantissa)."""
 
-#: engines by name: ``fn(f, weight, bias, T, cols, *, weight_norm, others=None, group=None,
-#: **options) -> (loss, MarginStats)``; see :mod:`.engines`.
-ENGINES = Registry("engine")
-#: the same registry under its former name
-BACKENDS = ENGINES
-
-
-def _scale_value(scale) -> Union[float, Tensor]:
-    return scale if isinstance(scale, Tensor) else float(scale)
-
-
-def margin_cross_entropy(x: Tensor, weight: Tensor, y: Tensor, spec: MarginSpec, scale=1.0,
-                         lambda_: Optional[float] = None, bias: Optional[Tensor] = None,
-                         backend: str = "fused", **options):
-    """Mean cross-entropy of the margin logits with the engine ``backend``; ``(loss, MarginStats)``.
-
-    A functional entry point for margins that need nothing but the cosine and λ; heads
-    (:class:`~facemargin.losses.heads.MarginHead`) add state, regularisers and sharding.
-    """
-    engine = ENGINES.get(backend)
-    y = y.to(device=x.device, dtype=torch.long)
-    c, _, _ = target_cosines(x.detach(), weight.detach()[y])
-    ctx = MarginContext(labels=y, norm=torch.linalg.vector_norm(x, dim=1), cos_target=c, lambda_=lambda_)
-    s = _scale_value(scale)
-    T = None
-    link = None
-    if spec.margin.active:
-        rows, link = engine.target_rows(weight, y)
-        T = target_logit(x, rows, spec, ctx, s, None if bias is None else bias[y])
-    f = features(x, spec, s)
-    return engine(f, weight, bias, T, y, weight_norm=spec.weight_norm, link=link, **options)
+    def _apply(self, fn, recurse=True):
+        before = {k: b for k, b in self._buffers.items() if b is not None and b.is_floating_point()}
+        super()._apply(fn, recurse)
+        for k, old in before.items():
+            new = self._buffers[k]
+            if new is not None and new.dtype in (torch.float16, torch.bfloat16):
+                self._buffers[k] = old.to(device=new.device, dtype=torch.float32)
+        return self
