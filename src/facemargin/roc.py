@@ -1,9 +1,10 @@
 """The ROC family in one place: ROC points, AUC, EER and true-accept rate at a false-accept rate.
 
 Every function works on *similarity scores* where higher means "same identity" (cosine similarity
-of L2-normalised embeddings).  Everything is computed in float64 with NumPy.  Pair verification
+of L2-normalised embeddings).  Everything is computed in float64 with NumPy, and nothing else of
+the package is imported, so every layer can use it: pair verification
 (:mod:`facemargin.eval.verification`), the IJB template protocols (:mod:`facemargin.eval.ijb`) and
-the figures all use these helpers.
+the figures (:mod:`facemargin.viz`).
 
 Conventions:
 

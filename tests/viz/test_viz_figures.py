@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from facemargin import losses, viz
-from facemargin.viz import figures as F
+from facemargin.viz.figures.common import _moving_average
 from vizutil import assert_png, clustered, points_at
 
 
@@ -161,8 +161,8 @@ def test_boundary_bad_input():
 
 
 def test_moving_average_hand_worked():
-    np.testing.assert_allclose(F._moving_average(np.array([1.0, 3.0, 5.0, 7.0]), 2), [1, 2, 4, 6])
-    np.testing.assert_allclose(F._moving_average(np.array([1.0, 3.0]), 1), [1, 3])
+    np.testing.assert_allclose(_moving_average(np.array([1.0, 3.0, 5.0, 7.0]), 2), [1, 2, 4, 6])
+    np.testing.assert_allclose(_moving_average(np.array([1.0, 3.0]), 1), [1, 3])
 
 
 # ------------------------------------------------------------------ the figures
@@ -288,3 +288,50 @@ def test_pyplot_is_never_imported(tmp_path):
                        timeout=120)
     assert r.returncode == 0, r.stderr
     assert_png(tmp_path / "p.png")
+
+
+def test_roc_curve_matches_the_evaluation_roc():
+    from facemargin.eval import roc as eval_roc
+
+    rng = np.random.default_rng(1)
+    same = rng.random(600) < 0.4
+    s = np.round(np.where(same, 0.4, 0.0) + rng.normal(0, 0.3, 600), 2)  # rounded: many ties
+    for thin in (False, True):
+        got, want = viz.roc_curve(s, same, thin=thin), eval_roc.roc_curve(s, same, thin=thin)
+        for g, w in zip(got, want):
+            np.testing.assert_array_equal(g, w)
+    fpr, tpr, _ = viz.roc_curve(torch.tensor(s, dtype=torch.float32), torch.tensor(same))
+    wfpr, wtpr, _ = eval_roc.roc_curve(torch.tensor(s, dtype=torch.float32), torch.tensor(same))
+    np.testing.assert_array_equal(fpr, wfpr)
+    np.testing.assert_array_equal(tpr, wtpr)
+    from facemargin.viz.figures.roc import auc
+
+    assert auc(fpr, tpr) == eval_roc.auc(fpr, tpr)
+    for bad_s, bad_y in (([0.1, np.nan], [1, 0]), ([0.1, 0.2], [1, 1]), ([0.1, 0.2], [1, 2])):
+        with pytest.raises(ValueError) as got_err:
+            viz.roc_curve(bad_s, bad_y)
+        with pytest.raises(ValueError) as want_err:
+            eval_roc.roc_curve(bad_s, bad_y)
+        assert str(got_err.value) == str(want_err.value)
+
+
+def test_viz_draws_what_it_is_handed_and_imports_no_higher_layer():
+    import ast
+    from pathlib import Path
+
+    import facemargin.viz as v
+
+    root = Path(v.__file__).parent
+    files = sorted(root.glob("figures/*.py")) + [root / "report.py", root / "__init__.py"]
+    for path in files:
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom):
+                package = ["facemargin", "viz", *path.relative_to(root).parts[:-1]]
+                base = package[:len(package) - node.level + 1] if node.level else []
+                names = [".".join(base + ([node.module] if node.module else []))]
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            else:
+                continue
+            for name in names:
+                assert not name.startswith(("facemargin.bench", "facemargin.eval")), f"{path.name} imports {name}"

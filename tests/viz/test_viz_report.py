@@ -169,6 +169,23 @@ def test_cli_plot_bench_and_boundaries(tmp_path, capsys):
     assert str(target) in capsys.readouterr().out
 
 
+def test_cli_plot_hands_a_main_job_folder_to_its_own_drawer(tmp_path, capsys):
+    # the glyph-set main job keeps its numbers in results.json; `facemargin plot` draws its figures from them
+    bench = tmp_path / "main"
+    bench.mkdir()
+    summary = {"arcface": {"roc": {"far": [0.0, 0.01, 0.5, 1.0], "tar": [0.0, 0.6, 0.9, 1.0]}, "auc": {"mean": 0.9},
+                           "seeds": [0]}}
+    result = {"summary": summary, "rows": [], "manifest_counts": {},
+              "pixels": {"roc": {"far": [0.0, 1.0], "tar": [0.0, 1.0]}, "auc": 0.5}}
+    (bench / "results.json").write_text(json.dumps(result))
+    args = _parse(["plot", str(bench)])
+    assert args.func(args) == 0
+    out = capsys.readouterr()
+    assert f"roc: {bench / 'figures' / 'roc.png'}" in out.out
+    assert "decision_boundaries" not in out.out and "runs/" not in out.err  # not read as a per-loss folder
+    assert_png(bench / "figures" / "roc.png")
+
+
 def test_cli_plot_errors_and_help(capsys):
     args = _parse(["plot"])
     with pytest.raises(ValueError, match="BENCH_DIR and/or --boundaries"):

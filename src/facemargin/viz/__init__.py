@@ -6,8 +6,12 @@ Embedding spaces (:func:`plot_features_2d`, :func:`plot_feature_grid`,
 criterion (:func:`angle_stats`, :func:`plot_angle_histograms`, :func:`plot_angle_grid`), feature
 norm vs correctness (:func:`plot_norm_vs_correctness`, :func:`plot_norm_grid`), the heads'
 decision boundaries (:func:`decision_boundary`, :func:`plot_decision_boundaries`), ATL's
-easy/semi-hard/hard shares (:func:`plot_sample_shares`), and every figure of a bench run
-(:func:`report_figures`; ``facemargin plot``).
+easy/semi-hard/hard shares (:func:`plot_sample_shares`), and every figure of a bench folder in
+the per-loss layout (:func:`report_figures`).
+
+The figures draw what they are handed: nothing here imports the benchmarks or the evaluation
+code. ``facemargin plot`` (:mod:`.cli`, the command line above both) picks the layout of a bench
+folder and calls the right drawer.
 """
 from .._lazy import lazy_package
 

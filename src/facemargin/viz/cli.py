@@ -42,8 +42,8 @@ def register(sub) -> argparse.ArgumentParser:
 
 def run(args) -> int:
     """Run ``facemargin plot``; returns the exit status."""
+    from ..bench.report import report_figures  # the main job's folder or the per-loss layout
     from .figures import plot_decision_boundaries
-    from .report import report_figures
 
     if args.bench_dir is None and args.boundaries is None:
         raise ValueError("give BENCH_DIR and/or --boundaries OUT.png (see 'facemargin plot --help')")

@@ -12,6 +12,10 @@ Layout read (one folder per loss under ``runs/``)::
 
 Figures are written to ``bench_dir/figures/*.png``. A missing or unreadable file of one loss is
 skipped with a warning; the other figures are still drawn.
+
+Only this layout is read here. A folder laid out otherwise (the glyph-set main job keeps one
+folder per seed and a summary in its ``results.json``) is drawn by the code that wrote it, which
+hands the figure functions its numbers.
 """
 from __future__ import annotations
 
@@ -20,7 +24,7 @@ import os
 import warnings
 import zipfile
 from pathlib import Path
-from typing import Dict, List, Mapping, Optional, Union
+from typing import Dict, List, Optional, Union
 
 import numpy as np
 
@@ -96,18 +100,6 @@ def _runs(bench_dir: Path) -> List[str]:
     return sorted(names, key=lambda n: (order.get(n, len(order)), n))
 
 
-def _main_job_result(bench_dir: Path) -> Optional[Dict]:
-    """The results.json of a glyph-set main-job folder (it holds per-seed rows and a summary),
-    else ``None``."""
-    try:
-        result = json.loads((bench_dir / "results.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    if isinstance(result, dict) and {"summary", "rows", "manifest_counts"} <= set(result):
-        return result
-    return None
-
-
 def _result_order(bench_dir: Path) -> Dict[str, int]:
     # keep the order of results.json when there is one (the bench sorts it by accuracy)
     try:
@@ -162,10 +154,10 @@ def report_angle_stats(bench_dir: PathLike, max_points: int = 2000, seed: int = 
 
 
 def report_figures(bench_dir: PathLike, out_dir: Optional[PathLike] = None) -> Dict[str, str]:
-    """Draw every figure of a bench run; returns ``{figure name: png path relative to bench_dir}``.
+    """Draw every figure of a bench folder in the layout above; returns ``{figure name: png path
+    relative to bench_dir}``.
 
-    A main-job folder (``facemargin bench`` on a glyph set) gets that job's figures (ROC, training
-    and TAR curves, ATL convergence, norm against quality). A Fashion-MNIST bench folder gets:
+    The folder (a Fashion-MNIST bench run, or any run that leaves these files) gets:
 
     ``training`` (loss/accuracy/λ curves),
     ``roc`` (all losses), ``features_2d`` / ``features_3d`` (from ``features2d.npz`` /
@@ -180,11 +172,6 @@ def report_figures(bench_dir: PathLike, out_dir: Optional[PathLike] = None) -> D
     bench_dir = Path(bench_dir)
     if not bench_dir.is_dir():
         raise FileNotFoundError(f"bench directory not found: {bench_dir}")
-    main = _main_job_result(bench_dir)
-    if main is not None:  # the glyph-set main job: its own figures, from its results.json
-        from ..bench.report import draw_figures
-
-        return draw_figures(bench_dir, main, fig_dir=out_dir)
     names = _runs(bench_dir)
     out_dir = Path(out_dir) if out_dir is not None else bench_dir / "figures"
     colors = F.series_colors(names)
