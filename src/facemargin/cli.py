@@ -2,6 +2,12 @@
 
 Each module in ``_COMMAND_MODULES`` exposes ``register(subparsers)``, which adds its
 sub-command(s) and sets ``func`` on the parser to the function that runs it.
+
+Out-of-tree heads, losses and backbones (see :mod:`facemargin.plugins`) are loaded right before
+the command's function runs, never while parsing, so ``--help`` imports no torch:
+``facemargin --import MODULE_OR_FILE.py COMMAND ...`` (repeatable), the comma-separated
+``FACEMARGIN_IMPORT`` environment variable, and installed packages' entry points in the groups
+``facemargin.losses`` and ``facemargin.models``.
 """
 from __future__ import annotations
 
@@ -32,6 +38,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train, compare and deploy face-embedding models with every margin loss.",
     )
     parser.add_argument("--version", action="version", version=f"facemargin {__version__}")
+    parser.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE",
+                        help="import MODULE (a dotted module name or a path to a .py file) before the command "
+                             "runs, so that the heads, losses and backbones it registers can be named, e.g. "
+                             "--set loss.name=...; repeatable. FACEMARGIN_IMPORT=mod1,mod2 does the same "
+                             "(every torchrun rank inherits it). Installed plugins (entry-point groups "
+                             "facemargin.losses, facemargin.models) load by themselves")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in _COMMAND_MODULES:
         importlib.import_module(name).register(sub)
@@ -43,6 +55,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = parser.parse_args(argv)
     if getattr(args, "func", None) is None:
         parser.print_help()
+        return 2
+    from . import plugins
+
+    try:
+        plugins.load(args.imports)
+    except plugins.PluginError as e:
+        print(f"facemargin: error: {e}", file=sys.stderr)
         return 2
     try:
         return int(args.func(args) or 0)
