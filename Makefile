@@ -15,4 +15,5 @@ bench-quick: setup
 	.venv/bin/facemargin bench --dataset fashion-mnist --quick --out runs/bench-quick
 
 test: setup
+	.venv/bin/ruff check src tests benchmarks scripts
 	.venv/bin/python -m pytest tests

@@ -212,7 +212,7 @@ def target_pairs(work: Path):
 
 
 def target_landmarks(work: Path):
-    from facemargin.align.cli import read_landmarks
+    from facemargin.align.folder import read_landmarks
 
     row = "a.jpg," + ",".join(str(v) for v in range(10))
     valid_csv = ("path,x1,y1,x2,y2,x3,y3,x4,y4,x5,y5\n" + row + "\n").encode()

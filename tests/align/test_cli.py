@@ -10,7 +10,8 @@ import pytest
 from PIL import Image
 
 from facemargin.align import ARCFACE_112, estimate_transform, norm_crop, transform_points
-from facemargin.align.cli import read_landmarks, register
+from facemargin.align.cli import register
+from facemargin.align.folder import read_landmarks
 
 
 def parse(argv):

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import facemargin.bench.fashion as bench
+from facemargin.train.config import DEFAULTS
 from facemargin.data.fashion import read_idx
 
 from trainutil import write_fashion
@@ -86,8 +87,8 @@ def test_report_has_the_sorted_table_and_the_figures(bench_run):
 
 
 def test_open_set_evaluation_never_uses_a_training_class(bench_run):
-    train_classes = set(bench.DEFAULTS["data"]["train_classes"])
-    eval_classes = set(bench.DEFAULTS["data"]["eval_classes"])
+    train_classes = set(DEFAULTS["data"]["train_classes"])
+    eval_classes = set(DEFAULTS["data"]["eval_classes"])
     ev = bench_run["evaluators"][0]
     assert all(e is ev for e in bench_run["evaluators"])
     assert set(np.unique(ev.open_labels)) == eval_classes

@@ -80,7 +80,7 @@ def test_report_table_figures_and_reference(bench):
 
 
 def test_plot_redraws_the_main_job_figures(bench, tmp_path):
-    from facemargin.viz.report import report_figures
+    from facemargin.bench.report import report_figures
 
     written = report_figures(bench["tmp"] / "out", tmp_path / "figs")
     assert {"roc", "tar_curves", "convergence"} <= set(written)

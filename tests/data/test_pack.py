@@ -146,7 +146,7 @@ def test_thousand_images_pack_and_train(tmp_path):
 
 
 def test_read_index_vectorised_matches_lines(tmp_path):
-    from facemargin.data.recordio import _parse_index_fast, read_index
+    from facemargin.data.recordio.index import _parse_index_fast, read_index
 
     rng = np.random.default_rng(0)
     keys = rng.permutation(5000)

@@ -6,7 +6,7 @@ import pickle
 import numpy as np
 import pytest
 
-from facemargin.align.cli import read_landmarks
+from facemargin.align.folder import read_landmarks
 from facemargin.data.binpack import load_bin
 from facemargin.data.lfw import read_pairs_file
 from facemargin.data.recordio import RecordIO, read_index, read_property, write_record

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from facemargin.align import ARCFACE_112, estimate_transform, norm_crop, transform_points
-from facemargin.align.cli import read_landmarks
+from facemargin.align.folder import read_landmarks
 from facemargin.cli import main
 
 

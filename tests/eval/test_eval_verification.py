@@ -1,5 +1,4 @@
 """verify() and the ROC family against hand-worked cases and independent computations."""
-import math
 
 import numpy as np
 import pytest

@@ -109,7 +109,7 @@ def test_cli_export(tmp_path, monkeypatch, capsys):
     from facemargin.models import cli
 
     model = randomise_norms(M.build("lenetpp", 3, width=0.25)).eval()
-    fake = types.ModuleType("facemargin.train.checkpoint")
+    fake = types.ModuleType("facemargin.models.checkpoint")
     seen = {}
 
     def load_backbone(path):
@@ -117,7 +117,7 @@ def test_cli_export(tmp_path, monkeypatch, capsys):
         return model, {"model": {"name": "lenetpp"}}
 
     fake.load_backbone = load_backbone
-    monkeypatch.setitem(sys.modules, "facemargin.train.checkpoint", fake)
+    monkeypatch.setitem(sys.modules, "facemargin.models.checkpoint", fake)
     parser = argparse.ArgumentParser(prog="facemargin")
     cli.register(parser.add_subparsers(dest="command"))
     out = tmp_path / "m.onnx"

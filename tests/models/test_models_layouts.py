@@ -3,7 +3,6 @@ import torch
 
 import facemargin.models as M
 from facemargin.models.iresnet import IBasicBlock
-from facemargin.models.mobilefacenet import Bottleneck
 
 
 def _insightface_keys(layers, emb_bn=True):

@@ -1,7 +1,6 @@
 import inspect
 
 import pytest
-import torch
 
 import facemargin.models as M
 

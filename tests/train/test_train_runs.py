@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pytest
 
 from facemargin.cli import main
-from facemargin.data.binpack import write_bin
 from facemargin.models import build as build_backbone
 from facemargin.train.checkpoint import load_checkpoint
 from facemargin.train.data import check_backbone_fits, choose_backbone
 
-from trainutil import class_images, write_fashion
+from trainutil import write_fashion, write_val_pack
 
 
 @pytest.fixture(scope="module")
@@ -23,19 +21,7 @@ def data_root(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def val_pack(tmp_path_factory):
-    """A verification pack of 28x28 images of the unseen classes 6-9: 20 pairs, genuine and impostor
-    interleaved."""
-    rng = np.random.default_rng(5)
-    pairs, same = [], []
-    for k in range(20):
-        a = 6 + k % 4
-        b = a if k % 2 == 0 else 6 + (k + 1) % 4
-        pairs += [a, b]
-        same.append(a == b)
-    grey = class_images(np.array(pairs), seed=int(rng.integers(100)))
-    path = tmp_path_factory.mktemp("packs") / "unseen.bin"
-    write_bin(path, np.repeat(grey[..., None], 3, axis=-1), np.array(same), format="png")
-    return path
+    return write_val_pack(tmp_path_factory.mktemp("packs") / "unseen.bin", seed=5)
 
 
 def common(root):

@@ -55,3 +55,19 @@ def tiny_config(root, out, steps: int = 8, **sections) -> dict:
             else:
                 cfg[section][k] = v
     return cfg
+
+
+def write_val_pack(path, seed: int = 3) -> Path:
+    """A verification pack of 28x28 images of the unseen classes 6-9: 20 pairs, genuine and
+    impostor interleaved (so every one of 10 folds holds both kinds)."""
+    from facemargin.data.binpack import write_bin
+
+    classes, same = [], []
+    for k in range(20):
+        a = 6 + k % 4
+        b = a if k % 2 == 0 else 6 + (k + 1) % 4
+        classes += [a, b]
+        same.append(a == b)
+    grey = class_images(np.array(classes), seed=seed)
+    write_bin(path, np.repeat(grey[..., None], 3, axis=-1), np.array(same), format="png")
+    return Path(path)

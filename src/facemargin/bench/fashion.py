@@ -22,10 +22,14 @@ from typing import Dict, List, Optional
 import numpy as np
 import torch
 
+from ..eval.fashion import FashionEval  # noqa: F401  (also importable from here)
+from ..eval.identification import nearest_class_mean
 from ..io import atomic_open, write_json
-from ..train.config import DEFAULTS, load_config
-from ..train.data import InMemorySet, select_classes, to_tensor_images
+from ..train.config import load_config
+from ..train.data import InMemorySet, build_train_set
 from ..train.loop import Trainer
+from ..viz import figures as F
+from ..viz.report import report_figures
 
 # Every run shares backbone, budget and seed. Scale-based heads share s=16: with 6 classes and a
 # 64-D feature the face defaults (s=64) saturate the softmax from the first step.
@@ -64,75 +68,6 @@ BUDGETS = {
 }
 
 
-class FashionEval:
-    """Open-set pairs of the eval classes and the closed-set split of the training classes."""
-
-    def __init__(self, data_root: Optional[str], train_classes, eval_classes, num_pairs: int, seed: int,
-                 gallery_size: int = 12000):
-        from ..data.fashion import load_fashion_mnist
-        from ..data.openset import OpenSetProtocol
-
-        tr_images, tr_labels = load_fashion_mnist("train", root=data_root)
-        te_images, te_labels = load_fashion_mnist("test", root=data_root)
-        self.protocol = OpenSetProtocol(train_classes=tuple(train_classes), eval_classes=tuple(eval_classes),
-                                        num_pairs=num_pairs, folds=10, seed=seed)
-        # open-set: images of the unseen classes only
-        ev_idx = np.flatnonzero(np.isin(te_labels, list(eval_classes)))
-        self.open_images = to_tensor_images(te_images[ev_idx])
-        self.open_labels = te_labels[ev_idx]
-        self.pairs = self.protocol.pairs(self.open_labels)
-        # closed-set: class means from (a seeded share of) training images, tested on the test split
-        idx, y = select_classes(tr_labels, train_classes)
-        rng = np.random.default_rng(seed)
-        keep = np.sort(rng.choice(idx.size, size=min(idx.size, int(gallery_size)), replace=False))
-        self.gallery_images, self.gallery_labels = to_tensor_images(tr_images[idx[keep]]), y[keep]
-        cidx, cy = select_classes(te_labels, train_classes)
-        self.closed_images, self.closed_labels = to_tensor_images(te_images[cidx]), cy
-        self.leak_check()
-
-    def leak_check(self) -> None:
-        trained = set(map(int, self.protocol.train_classes))
-        seen = set(map(int, np.unique(self.open_labels)))
-        if trained & seen:
-            raise RuntimeError(f"open-set leak: training classes {sorted(trained & seen)} among evaluation images")
-
-    def raw_pixel_baseline(self) -> Dict:
-        """Open-set verification with the pixels themselves as embeddings: what training must beat.
-
-        Two no-training references: the network's input (centred to [-1, 1]) and the 0-255
-        intensities (all positive, so their cosine also compares brightness and silhouette)."""
-        from ..eval import verify
-
-        flat = self.open_images.reshape(self.open_images.shape[0], -1).numpy()
-        i1, i2, same = self.pairs
-        out = {}
-        for name, x in (("centred pixels", flat), ("0-255 intensities", (flat + 1.0) * 127.5)):
-            v = verify(x[i1], x[i2], issame=same, folds=10)
-            out[name] = {"accuracy": float(v["accuracy"]), "accuracy_std": float(v["accuracy_std"]), "auc": float(v["auc"])}
-        return out
-
-    def embed(self, model, images) -> np.ndarray:
-        from ..eval import embed_images
-
-        return embed_images(model, images, batch_size=1000)
-
-    def __call__(self, model, full: bool = False) -> Dict:
-        from ..eval import closed_set_accuracy, verify
-
-        emb = self.embed(model, self.open_images)
-        i1, i2, same = self.pairs
-        v = verify(emb[i1], emb[i2], issame=same, folds=10)
-        out = {"accuracy": v["accuracy"], "accuracy_std": v["accuracy_std"], "auc": v["auc"], "eer": v["eer"]}
-        if not full:
-            return out
-        gal = self.embed(model, self.gallery_images)
-        test = self.embed(model, self.closed_images)
-        out["closed_set_accuracy"] = closed_set_accuracy(gal, self.gallery_labels, test, self.closed_labels)
-        out["verify"] = v
-        out["open_embeddings"], out["closed_embeddings"], out["gallery_embeddings"] = emb, test, gal
-        return out
-
-
 def run_config(name: str, base: Dict, budget: Dict, out: Path, data_root: Optional[str], embedding_size: int,
                steps: int, seed: int, device: str) -> Dict:
     cfg = copy.deepcopy(base)
@@ -166,8 +101,6 @@ def train_one(name: str, cfg: Dict, train_set: InMemorySet, evaluator: FashionEv
         return {}
     res = evaluator(model, full=True)
     v = res["verify"]
-    from ..eval import nearest_class_mean
-
     pred = nearest_class_mean(res["gallery_embeddings"], evaluator.gallery_labels, res["closed_embeddings"])
     with atomic_open(out / "features.npz", "wb") as f:
         np.savez_compressed(f, embeddings=res["closed_embeddings"].astype(np.float32),
@@ -334,8 +267,6 @@ def run_bench(out: str = "runs/bench", quick: bool = False, data_root: Optional[
     print(f"[bench] loading Fashion-MNIST and building the open-set protocol ({budget['num_pairs']} pairs)")
     evaluator = FashionEval(data_root, base["data"]["train_classes"], base["data"]["eval_classes"], budget["num_pairs"],
                             seed, gallery_size=budget["gallery"])
-    from ..train.data import build_train_set
-
     train_set = build_train_set({**base["data"], "root": data_root or ""})
     rows = []
     for i, name in enumerate(names):
@@ -363,8 +294,6 @@ def run_bench(out: str = "runs/bench", quick: bool = False, data_root: Optional[
     figs = {}
     if figures:
         try:
-            from ..viz.report import report_figures
-
             figs = report_figures(out_dir)
         except Exception as e:  # figures must never lose the numbers
             print(f"[bench] warning: figures failed: {e}")
@@ -383,8 +312,6 @@ def feature_figure_runs(out: Path, data_root: Optional[str] = None, steps: int =
     embeds the test images of those classes, and draws the feature scatter grids into
     ``out/figures/``. Returns ``{figure name: png path}``. Raises ``FileNotFoundError`` when
     Fashion-MNIST is not found."""
-    from ..viz import figures as F
-
     out = Path(out)
     base = load_config(None)
     base["model"] = {"name": "lenetpp", "embedding_size": EMBEDDING, "params": {"width": WIDTH}}
@@ -393,8 +320,6 @@ def feature_figure_runs(out: Path, data_root: Optional[str] = None, steps: int =
     budget = dict(BUDGETS["quick"], num_pairs=200, eval_every=0)
     evaluator = FashionEval(data_root, base["data"]["train_classes"], base["data"]["eval_classes"], budget["num_pairs"],
                             seed, gallery_size=10)
-    from ..train.data import build_train_set
-
     train_set = build_train_set({**base["data"], "root": data_root or ""})
     figs = {}
     for dim in dims:

@@ -27,69 +27,18 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
+import torch
 
+from .. import losses
+from ..data.glyphs import GlyphSet, build_glyph_set, normalize_grey
+from ..eval.allvsall import all_vs_all, pair_counts
+from ..eval.embed import embed_images
+from ..eval.verification import verify
 from ..io import atomic_open, write_json
-
-EMBEDDING = 128
-MODEL = {"name": "smallcnn", "embedding_size": EMBEDDING, "params": {}}
-LR = 0.1
-#: scale of every scale-based head: with 128-D features and a short budget, s=64 makes the
-#: margin heads' softmax saturate early; 30 is the scale the glyph set was calibrated with
-S = 30.0
-#: λ-annealed heads reach λ_min at this share of the steps (the schedule is compressed when the
-#: budget is too short for the default gamma)
-LAMBDA_AT = 0.4
-
-#: the head of each bench entry: loss spec, and for ATL the recipe
-HEADS: Dict[str, Dict] = {
-    "softmax": {"loss": {"name": "softmax"}},
-    "l2softmax": {"loss": {"name": "l2softmax", "params": {"alpha": S}}},
-    "normface": {"loss": {"name": "normface", "params": {"s": S}}},
-    "sphereface": {"loss": {"name": "sphereface", "params": {"m": 4}}},
-    "lsoftmax": {"loss": {"name": "lsoftmax", "params": {"m": 2}}},
-    "cosface": {"loss": {"name": "cosface", "params": {"s": S, "m": 0.35}}},
-    "arcface": {"loss": {"name": "arcface", "params": {"s": S, "m": 0.5}}},
-    "combined": {"loss": {"name": "combined", "params": {"s": S}}},
-    # the Angular Triplet Loss at SphereFace's settings (m=4, λ_min=5), so the recipes differ from
-    # SphereFace only by the easy triplet and the semi-hard mask
-    "atl-direct": {"loss": {"name": "atl", "params": {"m": 4, "triplet": True, "semihard": True}}},
-    "atl-step": {"loss": {"name": "atl", "params": {"m": 4, "triplet": True, "semihard": True}}, "recipe": "step"},
-    # metric losses (full budget only): softmax plus an auxiliary loss, or the loss alone
-    "center": {"loss": {"name": "softmax"}, "aux": {"name": "center", "weight": 0.01, "params": {"alpha": 0.5}}},
-    "contrastive": {"loss": {"name": "softmax"}, "aux": {"name": "contrastive", "weight": 0.5, "params": {"margin": 1.0}}},
-    "triplet": {"loss": {"name": "triplet", "params": {"margin": 0.2, "mining": "semihard"}}},
-    "coco": {"loss": {"name": "coco"}},
-    "range": {"loss": {"name": "softmax"}, "aux": {"name": "range", "weight": 0.01}},
-    "marginal": {"loss": {"name": "softmax"}, "aux": {"name": "marginal", "weight": 0.1}},
-}
-#: the heads ``make demo`` always runs; the newer heads join as soon as the registry has them
-DEMO_HEADS = ["softmax", "sphereface", "cosface", "arcface", "atl-direct", "atl-step"]
-NEWER_HEADS = ["adaface", "magface", "curricularface", "subcenter_arcface", "elasticarcface", "elasticcosface",
-               "uniface", "sphereface2", "spherefacer"]
-#: heads whose feature norm is meant to follow image quality
-QUALITY_AWARE = ["adaface", "magface"]
-
-BUDGETS = {
-    # make demo: one seed, a short schedule (λ compressed to it), every head of the demo list
-    "demo": {"steps": 200, "batch": 128, "seeds": [0], "eval_every": 50, "figure_steps": 100,
-             "figures3d": False, "full_heads": False},
-    # --full: every head and loss, three seeds, 1500 steps of batch 256
-    "full": {"steps": 1500, "batch": 256, "seeds": [0, 1, 2], "eval_every": 150, "figure_steps": 400,
-             "figures3d": True, "full_heads": True},
-}
-FARS = (1e-2, 1e-3, 1e-4, 1e-5, 1e-6)
-CURVE_FAR = 1e-3  # the FAR of the convergence curves (when the unseen set has enough impostor pairs)
-
-
-def available_heads(full: bool) -> List[str]:
-    """The bench entries to run: the demo list (or every entry with ``full``) plus the newer heads
-    present in the loss registry."""
-    from .. import losses
-
-    names = list(HEADS) if full else list(DEMO_HEADS)
-    have = set(losses.available())
-    names += [n for n in NEWER_HEADS if n in have and n not in names]
-    return names
+from ..train.config import load_config
+from ..train.loop import Trainer
+from .protocol import (BUDGETS, CURVE_FAR, DEMO_HEADS, EMBEDDING, FARS, HEADS, LAMBDA_AT, LR,  # noqa: F401
+                       MODEL, NEWER_HEADS, QUALITY_AWARE, S, available_heads)
 
 
 def head_spec(name: str) -> Dict:
@@ -97,8 +46,6 @@ def head_spec(name: str) -> Dict:
     to the bench's scale when it has one."""
     if name in HEADS:
         return copy.deepcopy(HEADS[name])
-    from .. import losses
-
     if name not in losses.available():
         known = sorted(set(HEADS) | set(losses.available()))
         raise ValueError(f"unknown bench head {name!r}; available: {', '.join(known)}")
@@ -127,8 +74,6 @@ def lambda_gamma(params: Dict, steps: int) -> Optional[float]:
 def run_config(name: str, spec: Dict, set_dir: Path, out: Path, steps: int, batch: int, seed: int,
                eval_every: int, device: str, image_size: int = 32) -> Dict:
     """The trainer config of one (head, seed) run."""
-    from ..train.config import load_config
-
     cfg = load_config(None)
     # a glyph set trains from memory, degraded a batch at a time: no DataLoader workers
     cfg["data"].update(name="recordio", root=str(set_dir), degrade=True, workers=0, flip=False)
@@ -151,8 +96,6 @@ class UnseenEval:
     """Embeds the unseen identities and scores them: all-vs-all, the pair pack, norms vs quality."""
 
     def __init__(self, set_dir: Path, fars: Sequence[float] = FARS):
-        from ..data.glyphs import GlyphSet
-
         gs = GlyphSet(set_dir)
         imgs, self.labels, self.quality = gs.unseen()
         self.images = self._tensor(imgs)
@@ -166,30 +109,19 @@ class UnseenEval:
 
     @staticmethod
     def _tensor(imgs: np.ndarray):
-        import torch
-
-        from ..data.glyphs import normalize_grey
-
         return normalize_grey(torch.from_numpy(imgs))
 
     def embed(self, model, images) -> np.ndarray:
-        from ..eval import embed_images
-
         return embed_images(model, images, batch_size=1000)
 
     def curve_point(self, model) -> Dict:
         """The cheap evaluation run during training: all-vs-all TAR@FAR and rank-1."""
-        from ..eval.allvsall import all_vs_all
-
         r = all_vs_all(self.embed(model, self.images), self.labels, fars=self.fars)
         out = {f"tar@{far:g}": v for far, v in r["tar_at_far"].items()}
         out.update(eer=r["eer"], rank1=r["rank1"])
         return out
 
     def score(self, emb: np.ndarray, pair_emb: np.ndarray) -> Dict:
-        from ..eval import verify
-        from ..eval.allvsall import all_vs_all
-
         r = all_vs_all(emb, self.labels, fars=self.fars)
         v = verify(pair_emb[0::2], pair_emb[1::2], issame=self.issame, folds=10)
         return {
@@ -215,8 +147,6 @@ class UnseenEval:
 
 def _train_stage(cfg: Dict, train_set, evaluate: Optional[Callable], init_from: Optional[Path] = None):
     """Train one stage, resuming from its own checkpoint when an earlier attempt was interrupted."""
-    from ..train.loop import Trainer
-
     out = Path(cfg["train"]["out"])
     stamp = out / "run_config.json"
     if stamp.is_file():
@@ -352,17 +282,11 @@ def run_main_bench(out: str = "runs/bench", full: bool = False, set_dir: Optiona
     t_start = time.perf_counter()
     set_path = Path(set_dir or "runs/glyphs-hangul")
     if not (set_path / "manifest.json").is_file():
-        from ..data.glyphs import build_glyph_set
-
         print(f"[bench] building the glyph identity set in {set_path} (once; reused by later runs)")
         build_glyph_set(set_path)
-    from ..data.glyphs import GlyphSet
-
     gs = GlyphSet(set_path)
     train_set = gs.train_set(augment=True)
     evaluator = UnseenEval(set_path)
-    from ..eval.allvsall import pair_counts
-
     n_imp = pair_counts(evaluator.labels)[1]
     # the convergence curves use the lowest FAR with at least 100 impostor pairs above threshold
     curve_far = next((f for f in (CURVE_FAR, 1e-2) if f * n_imp >= 100), 1e-1)

@@ -5,9 +5,9 @@ forward + backward of the classification head (gradients to the embeddings and t
 weights, as in training). Methods:
 
 * ``bare``: ``F.cross_entropy(F.linear(x, W), y)``, the floor every head is compared with;
-* ``fused:<head>``: the head exactly as ``losses.build(head, ...)`` gives it, without a backend
+* ``fused:<head>``: the head exactly as ``losses.build(head, ...)`` gives it, without an engine
   argument (the fused engine; chunked when the size says so);
-* ``plain:<head>``: the head with the reference ``backend="plain"``;
+* ``plain:<head>``: the head with the reference ``engine="plain"``;
 * ``pml:<head>``: pytorch-metric-learning's equivalent loss with matching hyper-parameters
   (ArcFaceLoss, CosFaceLoss, SphereFaceLoss, LargeMarginSoftmaxLoss, NormalizedSoftmaxLoss), when
   the package is installed.
@@ -21,11 +21,11 @@ step; on CUDA ``torch.cuda.max_memory_allocated`` minus the allocation before th
 memory column is what one training step of the head costs on top of its inputs (``x``, ``y``,
 ``W``), gradient of ``W`` included.
 
-Used by ``facemargin bench-heads`` and ``benchmarks/heads.py``.
+Used by ``facemargin bench-heads`` and ``benchmarks/heads.py`` (:mod:`.heads_cli` reads their options
+and calls :func:`run_sizes`).
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
@@ -41,7 +41,9 @@ from typing import Callable, Dict, List, Optional, Sequence
 import torch
 import torch.nn.functional as F
 
-from .heads_cli import DEFAULT_SIZES, QUICK_SIZES, add_arguments  # noqa: E402,F401  (the options)
+from .. import losses
+from ..io import write_json
+from .head_sizes import DEFAULT_SIZES, QUICK_SIZES  # noqa: F401  (also importable from here)
 # the size the targets refer to: every default-built margin head within the bare GEMM path's time
 # and 5 % of its memory, and well ahead of pytorch-metric-learning
 TARGET_SIZE = "256x512x100000"
@@ -82,8 +84,6 @@ def parse_size(text: str, batch: int = 256, dim: int = 512) -> Size:
 
 def head_names() -> List[str]:
     """Every classification head of :mod:`facemargin.losses` (margin heads and their relatives)."""
-    from facemargin import losses
-
     return [n for n in losses.available() if losses.is_head(n)]
 
 
@@ -138,8 +138,6 @@ def make_inputs(size: Size, device="cpu", seed: int = 0):
 
 def make_method(name: str, size: Size, x, y, W) -> Method:
     """Build method ``name`` (``bare``, ``fused:<head>``, ``plain:<head>``, ``pml:<head>``) on shared inputs."""
-    from facemargin import losses
-
     if name == "bare":
         def step():
             F.cross_entropy(F.linear(x, W), y).backward()
@@ -149,13 +147,13 @@ def make_method(name: str, size: Size, x, y, W) -> Method:
         if head not in head_names():
             raise ValueError(f"unknown head {head!r}; available: {', '.join(head_names())}")
         opts = {"chunk_size": size.chunk} if (kind == "fused" and size.chunk) else {}
-        # "fused" is what losses.build gives without a backend argument: measure exactly that
-        kw = {"backend": "plain"} if kind == "plain" else {}
+        # "fused" is what losses.build gives without an engine argument: measure exactly that
+        kw = {"engine": "plain"} if kind == "plain" else {}
         if opts:
-            kw["backend_options"] = opts
+            kw["engine_options"] = opts
         module = losses.build(head, embedding_size=size.D, num_classes=size.C, **kw)
-        if module.backend != kind:
-            raise RuntimeError(f"{head}: built with engine {module.backend!r}, expected {kind!r}")
+        if module.engine.name != kind:
+            raise RuntimeError(f"{head}: built with engine {module.engine.name!r}, expected {kind!r}")
         if module.rows_per_class == 1:  # every method shares one weight tensor (the head's own is freed)
             module.weight = W
         if getattr(module, "bias", None) is not None:
@@ -432,41 +430,38 @@ def format_table(report: dict) -> str:
     return "\n".join(lines)
 
 
-# -- command line -----------------------------------------------------------------------------------------
+def run_sizes(sizes: Sequence[str], *, batch: int = 256, dim: int = 512, heads: Optional[Sequence[str]] = None,
+              methods: Sequence[str] = ("bare", "fused", "plain", "pml"), repeats: int = 5, large_repeats: int = 2,
+              memory: bool = True, device: str = "auto", progress: bool = True,
+              json_path: Optional[str] = None) -> dict:
+    """Run the benchmark on ``sizes`` (as :func:`parse_size` reads them, ``C`` alone taking
+    ``batch`` and ``dim``), print the table and, with ``json_path``, write the report there.
 
-def run(args) -> int:
-    """Run the benchmark for parsed ``args``; print the table; write JSON when asked."""
-    from facemargin.io import write_json
-
-    if args.quick:
-        sizes_text = args.sizes or list(QUICK_SIZES)
-        repeats, large = min(args.repeats, 2), min(args.large_repeats, 1)
-    else:
-        sizes_text = args.sizes or list(DEFAULT_SIZES)
-        repeats, large = args.repeats, args.large_repeats
-    sizes = [parse_size(s, args.batch, args.dim) for s in sizes_text]
-    device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
-    report = run_benchmark(sizes, args.heads, args.methods, repeats, large, memory=not args.no_memory,
-                           device=device, progress=not args.no_progress)
+    ``device="auto"`` is CUDA when available. Returns the report of :func:`run_benchmark`."""
+    cases = [parse_size(s, batch, dim) for s in sizes]
+    device = device if device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    report = run_benchmark(cases, heads, methods, repeats, large_repeats, memory=memory, device=device,
+                           progress=progress)
     print(format_table(report))
-    if args.json:
-        write_json(args.json, report)
-        print(f"\nwrote {args.json}")
+    if json_path:
+        write_json(json_path, report)
+        print(f"\nwrote {json_path}")
+    return report
+
+
+def child_main(argv: Sequence[str]) -> int:
+    """One memory measurement in a process of its own (see :func:`measure_memory`): ``argv`` is
+    ``["--child", JSON]`` with the method, size and device; prints the result as one JSON line."""
+    if len(argv) != 2 or argv[0] != "--child":
+        print("python -m facemargin.bench.heads runs one memory measurement of the head benchmark "
+              "(--child JSON); the benchmark itself is 'facemargin bench-heads' or benchmarks/heads.py",
+              file=sys.stderr)
+        return 2
+    spec = json.loads(argv[1])
+    result = measure_memory_here(spec["name"], Size(**spec["size"]), spec["device"])
+    print(json.dumps(result))
     return 0
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    """``python -m facemargin.bench.heads``: the benchmark (or, internally, one memory child)."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["--child"]:
-        spec = json.loads(argv[1])
-        result = measure_memory_here(spec["name"], Size(**spec["size"]), spec["device"])
-        print(json.dumps(result))
-        return 0
-    p = argparse.ArgumentParser(prog="bench-heads", description=__doc__.split("\n\n")[0])
-    add_arguments(p)
-    return run(p.parse_args(argv))
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(child_main(sys.argv[1:]))

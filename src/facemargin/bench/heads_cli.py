@@ -1,13 +1,16 @@
 """``facemargin bench-heads``: the speed and memory benchmark of the margin heads.
 
-See :mod:`facemargin.bench.heads` for what is measured and how.
+See :mod:`facemargin.bench.heads` for what is measured and how. The benchmark (and torch) is
+imported only when it runs, so ``facemargin bench-heads --help`` starts without torch.
+``python -m facemargin.bench.heads_cli`` and ``benchmarks/heads.py`` run the same command.
 """
 from __future__ import annotations
 
 import argparse
+import sys
+from typing import Optional, Sequence
 
-DEFAULT_SIZES = ("256x512x100000", "256x512x10000", "256x512x1000000@65536")
-QUICK_SIZES = ("256x512x10000",)
+from .head_sizes import DEFAULT_SIZES, QUICK_SIZES
 
 
 def register(sub) -> None:
@@ -46,7 +49,33 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    """Run the benchmark for the parsed arguments."""
-    from . import heads as bench_heads
+    """Run the benchmark for the parsed arguments; print the table; write JSON when asked."""
+    from .heads import run_sizes
 
-    return bench_heads.run(args)
+    if args.quick:
+        sizes = args.sizes or list(QUICK_SIZES)
+        repeats, large = min(args.repeats, 2), min(args.large_repeats, 1)
+    else:
+        sizes = args.sizes or list(DEFAULT_SIZES)
+        repeats, large = args.repeats, args.large_repeats
+    run_sizes(sizes, batch=args.batch, dim=args.dim, heads=args.heads, methods=args.methods, repeats=repeats,
+              large_repeats=large, memory=not args.no_memory, device=args.device, progress=not args.no_progress,
+              json_path=args.json)
+    return 0
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """The benchmark as a program (``benchmarks/heads.py``); ``--child JSON`` runs one memory
+    measurement, as the benchmark's own child processes do."""
+    from .heads import __doc__ as about, child_main
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["--child"]:
+        return child_main(argv)
+    p = argparse.ArgumentParser(prog="bench-heads", description=about.split("\n\n")[0])
+    add_arguments(p)
+    return run(p.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

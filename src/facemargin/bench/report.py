@@ -17,6 +17,11 @@ from typing import Dict, List, Optional
 import numpy as np
 
 from ..io import atomic_open
+from ..viz import figures as F
+from ..viz.figures.common import new_figure, save_png
+from ..viz.report import read_metrics
+from ..viz.report import report_figures as report_run_figures
+from .protocol import BUDGETS, QUALITY_AWARE, available_heads
 
 KEY_FAR = "0.0001"  # the FAR of the headline comparison
 
@@ -176,9 +181,7 @@ def reading(out: Path, result: Dict) -> List[str]:
 
 
 def _metric_curve_figure(path: Path, out: Path, summary: Dict, heads: List[str], key: str, title: str, colors):
-    from ..viz.figures import _new_figure, _save
-
-    fig = _new_figure(7.5, 5)
+    fig = new_figure(7.5, 5)
     ax = fig.add_subplot(1, 1, 1)
     drew = False
     for h in heads:
@@ -199,13 +202,11 @@ def _metric_curve_figure(path: Path, out: Path, summary: Dict, heads: List[str],
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, ncol=2)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def _norm_quality_figure(path: Path, out: Path, summary: Dict, heads: List[str], colors):
-    from ..viz.figures import _new_figure, _save
-
-    fig = _new_figure(7.5, 5)
+    fig = new_figure(7.5, 5)
     ax = fig.add_subplot(1, 1, 1)
     drew = False
     for h in heads:
@@ -227,15 +228,12 @@ def _norm_quality_figure(path: Path, out: Path, summary: Dict, heads: List[str],
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def draw_figures(out: Path, result: Dict, fig_dir: Optional[Path] = None) -> Dict[str, str]:
     """Every figure of the main job (into ``fig_dir``, default ``out/figures``); a figure whose data
     is missing is skipped with a message. Returns ``{figure: path relative to out}``."""
-    from ..viz import figures as F
-    from ..viz.report import read_metrics
-
     summary = result["summary"]
     heads = list(summary)
     colors = F.series_colors(heads + ["pixels"])
@@ -273,12 +271,40 @@ def draw_figures(out: Path, result: Dict, fig_dir: Optional[Path] = None) -> Dic
     if len(conv) > 1:
         draw("convergence", lambda p: _metric_curve_figure(p, out, summary, conv, key, "ATL (both recipes) against "
                                                            "SphereFace, same steps and seeds", colors))
-    from .glyphs import QUALITY_AWARE
 
     qa = [h for h in QUALITY_AWARE if h in summary] + [h for h in ("softmax", "arcface") if h in summary]
     if qa:
         draw("norm_quality", lambda p: _norm_quality_figure(p, out, summary, qa, colors))
     return {k: os.path.relpath(v, out) for k, v in figs.items()}
+
+
+def main_job_result(bench_dir: Path) -> Optional[Dict]:
+    """The ``results.json`` of a glyph-set main-job folder (it holds per-seed rows and a summary),
+    else ``None``."""
+    try:
+        result = json.loads((Path(bench_dir) / "results.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if isinstance(result, dict) and {"summary", "rows", "manifest_counts"} <= set(result):
+        return result
+    return None
+
+
+def report_figures(bench_dir: Path, out_dir: Optional[Path] = None) -> Dict[str, str]:
+    """Every figure of a bench folder, whichever bench wrote it (``facemargin plot``).
+
+    A main-job folder (``facemargin bench`` on a glyph set) gets that job's figures (ROC, training
+    and TAR curves, ATL convergence, norm against quality; :func:`draw_figures`); any other folder
+    is read in the per-loss layout of :func:`facemargin.viz.report.report_figures` (the
+    Fashion-MNIST bench). Returns ``{figure name: png path relative to bench_dir}``.
+    """
+    bench_dir = Path(bench_dir)
+    if not bench_dir.is_dir():
+        raise FileNotFoundError(f"bench directory not found: {bench_dir}")
+    main = main_job_result(bench_dir)
+    if main is not None:
+        return draw_figures(bench_dir, main, fig_dir=out_dir)
+    return report_run_figures(bench_dir, out_dir)
 
 
 def write_main_report(out: Path, result: Dict, feature_figs: Dict[str, str], args_line: str, wall_seconds: float,
@@ -294,7 +320,6 @@ def write_main_report(out: Path, result: Dict, feature_figs: Dict[str, str], arg
     train_s = sum(r["train_seconds"] for r in result["rows"])
     fars = [k for k in ("0.01", "0.001", "0.0001", "1e-05", "1e-06")
             if any(k in summary[h]["tar_at_far"] for h in summary)]
-    from .glyphs import BUDGETS, available_heads
 
     full = BUDGETS["full"]
     missing = [h for h in available_heads(True) if h not in summary]

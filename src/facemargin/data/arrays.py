@@ -5,13 +5,13 @@ uint8 0 maps to -1.0 and 255 to +1.0.
 """
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-__all__ = ["ArrayDataset", "images_to_tensor", "normalize_uint8"]
+__all__ = ["ArrayDataset", "images_to_tensor", "normalize_uint8", "select_classes", "to_tensor_images"]
 
 
 def _images_array(images, name: str = "images") -> np.ndarray:
@@ -98,3 +98,23 @@ LUMA = (0.299, 0.587, 0.114)
 def to_grey(images: np.ndarray) -> np.ndarray:
     """uint8 RGB ``(..., H, W, 3)`` -> uint8 grey ``(..., H, W)`` (BT.601 luma, rounded)."""
     return np.round(images.astype(np.float32) @ np.array(LUMA, dtype=np.float32)).astype(np.uint8)
+
+
+def to_tensor_images(images: np.ndarray) -> torch.Tensor:
+    """uint8 ``(N, H, W)`` or ``(N, H, W, C)`` -> float ``(N, C, H, W)`` in ``(x/255 − 0.5)/0.5``."""
+    t = torch.from_numpy(np.ascontiguousarray(images))
+    if t.dim() == 3:
+        t = t.unsqueeze(1)
+    elif t.dim() == 4:
+        t = t.permute(0, 3, 1, 2)
+    else:
+        raise ValueError(f"images must be (N, H, W) or (N, H, W, C), got {tuple(t.shape)}")
+    return (t.float() / 255.0 - 0.5) / 0.5
+
+
+def select_classes(labels: np.ndarray, classes: Sequence[int]):
+    """Indices of samples whose label is in ``classes``, and their labels remapped to 0..k-1."""
+    classes = [int(c) for c in classes]
+    lut = {c: i for i, c in enumerate(classes)}
+    idx = np.flatnonzero(np.isin(labels, classes))
+    return idx, np.array([lut[int(v)] for v in labels[idx]], dtype=np.int64)

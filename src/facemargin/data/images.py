@@ -12,6 +12,8 @@ from typing import Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from ..io import atomic_open
+
 SizeLike = Union[int, Sequence[int], None]
 
 
@@ -130,8 +132,6 @@ def load_image(path: Union[str, os.PathLike], size: SizeLike = None) -> np.ndarr
 
 def save_image(path: Union[str, os.PathLike], image, quality: int = 95) -> None:
     """Write an image atomically; the format follows the extension (``.png`` lossless, ``.jpg``/``.jpeg``)."""
-    from ..io import atomic_open
-
     ext = os.path.splitext(os.fspath(path))[1].lower()
     if ext not in (".png", ".jpg", ".jpeg"):
         raise ValueError(f"cannot save {path}: use a .jpg, .jpeg or .png extension")

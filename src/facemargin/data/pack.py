@@ -33,6 +33,7 @@ from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Un
 
 import numpy as np
 
+from ..io import atomic_open
 from .images import decode_image, encode_image, parse_size, resize_image
 
 PathLike = Union[str, os.PathLike]
@@ -271,8 +272,6 @@ def pack_images(paths: Sequence[PathLike], labels, out: PathLike, size=None, qua
 
 
 def _write_skipped(path: Path, skipped: Sequence[Skipped]) -> None:
-    from ..io import atomic_open
-
     with atomic_open(path, "w", encoding="utf-8", newline="") as f:
         w = csv.writer(f, lineterminator="\n")
         w.writerow(["path", "label", "reason"])

@@ -32,7 +32,11 @@ import os
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Union
 
-
+from ..align.folder import aligned_name
+from ..align.templates import templates as known_templates
+from ..align.transform import norm_crop
+from ..data.images import load_image, save_image
+from ..data.pack import read_failure
 from ..io import atomic_open
 
 PathLike = Union[str, os.PathLike]
@@ -85,12 +89,6 @@ def _init_worker(options: Dict, threads: Optional[int]) -> None:
 
 def _process(rel: str) -> Dict:
     """Detect, pick and align the faces of one photo; returns a plain record (no arrays)."""
-    from ..align.cli import aligned_name
-    from ..align.transform import norm_crop
-    from ..data.images import load_image, save_image
-
-    from ..data.pack import read_failure
-
     o = _OPTIONS
     try:
         img = load_image(Path(o["images"]) / rel)
@@ -191,7 +189,6 @@ def detect_folder(images: PathLike, out: Optional[PathLike] = None, *, log: Opti
     "log", "records"}``; ``images`` counts the photos (files with an image extension), ``not_images``
     the other files, which are only logged.
     """
-    from ..align.templates import templates as known_templates
     from .mtcnn import POLICIES
 
     images = Path(images)

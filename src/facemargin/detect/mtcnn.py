@@ -27,6 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..data.images import to_rgb_array
 from .nets import ONet, PNet, RNet, from_keras
 from .weights import mtcnn_weights
 
@@ -219,8 +220,6 @@ class MTCNN:
     @torch.no_grad()
     def __call__(self, image) -> Detections:
         """Detect the faces of one ``(H, W, 3)`` uint8 RGB image (or anything ``to_rgb_array`` takes)."""
-        from ..data.images import to_rgb_array
-
         img = to_rgb_array(image, "image to detect faces in")
         h, w = img.shape[:2]
         empty = Detections(np.zeros((0, 4)), np.zeros(0), np.zeros((0, 5, 2)))

@@ -16,7 +16,7 @@ def _public():
     from .allvsall import all_vs_all
     from .embed import embed_images
     from .identification import closed_set_accuracy, gallery_probe_split, identify, nearest_class_mean
-    from .roc import IJB_FARS, roc_for_plot, tar_at_far_nearest, tar_at_fars, thin_roc
+    from ..roc import IJB_FARS, roc_for_plot, tar_at_far_nearest, tar_at_fars, thin_roc
     from .verification import (
         auc,
         best_threshold,

@@ -21,7 +21,7 @@ identity has another image) whose nearest other image has the same label.
 """
 from __future__ import annotations
 
-from typing import Dict, Iterable, Optional
+from typing import Dict, Iterable
 
 import numpy as np
 
@@ -80,7 +80,6 @@ def all_vs_all(embeddings, labels, fars: Iterable[float] = DEFAULT_FARS, chunk: 
         if not 0 < f <= 1:
             raise ValueError(f"FARs must lie in (0, 1], got {f}")
     k_keep = min(n_imp, int(np.floor(max([keep_far] + fars) * n_imp * (1 + 1e-9))) + 1)
-    edges = np.linspace(-1.0, 1.0, bins + 1)
     h_gen = np.zeros(bins, dtype=np.int64)
     h_imp = np.zeros(bins, dtype=np.int64)
     genuine = []
@@ -134,7 +133,7 @@ def all_vs_all(embeddings, labels, fars: Iterable[float] = DEFAULT_FARS, chunk: 
     cg = np.concatenate([np.cumsum(h_gen[::-1])[::-1], [0]])  # genuine >= edge[i]
     ci = np.concatenate([np.cumsum(h_imp[::-1])[::-1], [0]])
     fpr_h, tpr_h = (ci / n_imp)[::-1], (cg / n_gen)[::-1]
-    from .roc import auc, equal_error_rate
+    from ..roc import auc, equal_error_rate
 
     grid = np.logspace(np.log10(1.0 / n_imp), 0.0, 60)
     exact = len(top) / n_imp  # FARs up to here are exact

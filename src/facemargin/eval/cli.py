@@ -12,6 +12,8 @@ import json
 import sys
 from pathlib import Path
 
+from ..io import atomic_open
+
 MODEL_HELP = "checkpoint.pt written by 'facemargin train', or the .onnx file written by 'facemargin export'"
 
 
@@ -241,7 +243,6 @@ def run_embed(args) -> int:
     import numpy as np
     import torch
 
-    from ..io import atomic_open
     from . import embed_images
 
     model, _ = _load_model(args.checkpoint)

@@ -21,6 +21,9 @@ from typing import Dict, Optional, Tuple
 import numpy as np
 import torch
 
+from ..models.base import NORMALISATION
+from ..models.checkpoint import load_backbone
+
 __all__ = ["OnnxBackbone", "load_model", "NOT_A_MODEL"]
 
 NOT_A_MODEL = "not a facemargin checkpoint or ONNX model"
@@ -87,8 +90,6 @@ class OnnxBackbone(torch.nn.Module):
         Raises ``ImportError`` (with the install command) without onnxruntime, and ``ValueError``
         when the file does not load or its input is not one float ``(B, C, H, W)`` image batch.
         """
-        from ..models.base import NORMALISATION
-
         path = Path(path)
         ort = _onnxruntime()
         opts = ort.SessionOptions()
@@ -172,7 +173,7 @@ class OnnxBackbone(torch.nn.Module):
 def load_model(path) -> Tuple[torch.nn.Module, Optional[Dict]]:
     """The model of ``path`` in eval mode and its run config (``None`` for an ONNX model).
 
-    A PyTorch file is loaded with :func:`facemargin.train.checkpoint.load_backbone`
+    A PyTorch file is loaded with :func:`facemargin.models.checkpoint.load_backbone`
     (``weights_only=True``); any other file is opened as an ONNX model.  Raises
     ``FileNotFoundError`` for a missing file, ``ValueError`` with the one line
     ``not a facemargin checkpoint or ONNX model: PATH (reason)`` for a file that is neither, and
@@ -183,8 +184,6 @@ def load_model(path) -> Tuple[torch.nn.Module, Optional[Dict]]:
         raise FileNotFoundError(f"checkpoint or ONNX model not found: {path}")
     head = _head(path)
     if _looks_like_torch(head):
-        from ..train.checkpoint import load_backbone
-
         try:
             return load_backbone(path)
         except ValueError as e:

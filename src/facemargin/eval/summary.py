@@ -25,6 +25,16 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 
+from ..data.arrays import images_to_tensor, to_grey, to_tensor_images
+from ..data.binpack import load_bin
+from ..data.fashion import load_fashion_mnist
+from ..data.folder import ImageFolder
+from ..data.images import resize_image
+from ..data.lfw import load_lfw
+from ..data.openset import OpenSetProtocol
+from ..io import atomic_open, write_json
+from ..viz.figures import plot_roc
+
 __all__ = [
     "prepare_images",
     "load_pair_set",
@@ -46,9 +56,6 @@ PathLike = Union[str, os.PathLike]
 # ------------------------------------------------------------------------------------------------
 def prepare_images(images: np.ndarray, input_size: Tuple[int, int, int], where: str, resize: bool = False) -> torch.Tensor:
     """uint8 ``(N, H, W, 3)`` RGB -> the model's normalised ``(N, C, H, W)``; checks the size."""
-    from ..data.arrays import images_to_tensor, to_grey
-    from ..data.images import resize_image
-
     c, h, w = input_size
     if images.shape[1:3] != (h, w):
         if not resize:
@@ -68,10 +75,6 @@ def load_pair_set(spec: str, pairs_file, input_size, resize: bool, config: Dict)
     """
     p = Path(spec)
     if spec == "fashion":
-        from ..data.fashion import load_fashion_mnist
-        from ..data.openset import OpenSetProtocol
-        from ..train.data import to_tensor_images
-
         d = config["data"]
         images, labels = load_fashion_mnist("test", root=d.get("root") or None)
         proto = OpenSetProtocol(train_classes=tuple(d["train_classes"]), eval_classes=tuple(d["eval_classes"]),
@@ -81,12 +84,8 @@ def load_pair_set(spec: str, pairs_file, input_size, resize: bool, config: Dict)
         x = to_tensor_images(images[idx])
         return "fashion-openset", x, (i1, i2), same
     if p.suffix == ".bin":
-        from ..data.binpack import load_bin
-
         images, same = load_bin(p)
     elif p.is_dir():
-        from ..data.lfw import load_lfw
-
         images, same = load_lfw(p, pairs_file)
     else:
         raise FileNotFoundError(f"pair set {spec!r}: expected a .bin file, an LFW folder or 'fashion'")
@@ -149,8 +148,6 @@ def _cache_key(model, paths: Sequence[Path], flip: bool) -> str:
 def _embed_folder(model, folder: Path, flip: bool, cache_dir: Optional[PathLike], batch_size: int, workers: int,
                   progress: bool) -> Tuple[np.ndarray, np.ndarray]:
     """Embeddings and labels of an image folder ``<identity>/<image>``, cached by content key."""
-    from ..data.folder import ImageFolder
-    from ..io import atomic_open
     from .embed import embed_images
 
     c, h, w = model.input_size
@@ -349,7 +346,7 @@ def summary_table(results: Sequence[Dict], markdown: bool = False) -> str:
 def roc_curves(results: Sequence[Dict], points: int = 2000) -> Dict[str, Dict]:
     """``{target: {"fpr", "tpr", "auc"}}`` of the targets with a ROC, sampled for drawing (the AUC
     is the one computed on the full curve)."""
-    from .roc import roc_for_plot
+    from ..roc import roc_for_plot
 
     out = {}
     for r in results:
@@ -378,13 +375,9 @@ def write_results(results: Sequence[Dict], json_path: Optional[PathLike] = None,
 
     Returns the figure's path when one was drawn (only targets with a ROC are drawn).
     """
-    from ..io import write_json
-
     if json_path is not None:
         write_json(json_path, {**jsonable(header or {}), "sets": {r["name"]: jsonable(r) for r in results}})
     curves = roc_curves(results)
     if figure is not None and curves:
-        from ..viz.figures import plot_roc
-
         return plot_roc(curves, figure, log_x=True, title="ROC of the evaluated targets")
     return None

@@ -34,7 +34,7 @@ from typing import Dict, Iterable, List, Optional, Tuple
 
 import numpy as np
 
-from .roc import (  # noqa: F401  (re-exported: the ROC family used to live here)
+from ..roc import (  # noqa: F401  (re-exported: the ROC family used to live here)
     _as_issame,
     _as_scores,
     _to_numpy,

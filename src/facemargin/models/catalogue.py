@@ -6,7 +6,14 @@ from typing import List, Tuple
 
 from torch import nn
 
-from . import lenet, sphere, resface, iresnet, mobilefacenet, smallcnn  # noqa: F401  (register the models)
+# importing each network's module registers it (each by name: ``from . import lenet`` would ask the
+# package for the attribute first, and the package loads its public names, this module among them)
+from .iresnet import IResNet  # noqa: F401
+from .lenet import LeNetPP  # noqa: F401
+from .mobilefacenet import MobileFaceNet  # noqa: F401
+from .resface import ResFace28  # noqa: F401
+from .smallcnn import SmallCNN  # noqa: F401
+from .sphere import Sphere20  # noqa: F401
 from .registry import BACKBONES
 
 

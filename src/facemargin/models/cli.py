@@ -26,8 +26,8 @@ def register(sub) -> argparse.ArgumentParser:
 
 def run(args) -> int:
     """Load the checkpoint's backbone, export it, print a one-line summary; 0 on success."""
-    from ..train.checkpoint import load_backbone
     from . import input_size
+    from .checkpoint import load_backbone
     from .export import export_onnx
 
     if str(args.checkpoint).lower().endswith(".onnx"):

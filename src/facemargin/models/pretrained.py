@@ -25,6 +25,8 @@ import torch
 from torch import nn
 
 from ..io import load_torch
+from .catalogue import build
+from .registry import BACKBONES
 
 
 def _block_keys(prefix: str, ours: str) -> Dict[str, str]:
@@ -160,8 +162,6 @@ def load_pretrained(name: str, path, **kw) -> nn.Module:
     ``kw`` goes to :func:`facemargin.models.build` (e.g. ``dropout``); sizes implied by the file
     (embedding width, MobileFaceNet ``scale``/``blocks``) are taken from it.
     """
-    from . import BACKBONES, build
-
     key = BACKBONES.resolve(name)
     sd = _unwrap(load_torch(path), path)
     try:

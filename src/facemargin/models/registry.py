@@ -5,7 +5,8 @@ name, and apply to every backbone that takes the argument (a backbone class may 
 own ``PARAMS``). ``models.build`` and ``models.check_params`` check them; the constructors keep
 their own checks for direct use.
 """
-from ..registry import Check, Flag, Integer, Real, Registry
+from ..params import Check, Flag, Integer, Real
+from ..registry import Registry
 
 
 def _multiple_of_8(value):

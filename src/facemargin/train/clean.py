@@ -16,6 +16,8 @@ import numpy as np
 import torch
 
 from .. import losses
+from ..data.recordio import RecordIO, write_encoded_record
+from ..eval.embed import embed_images
 from ..io import atomic_open
 from .checkpoint import build_backbone_from_config, load_checkpoint
 
@@ -52,9 +54,6 @@ def clean_dataset(checkpoint: PathLike, data: PathLike, out: PathLike, clean_rec
     ``clean_rec/train.rec``, ``train.idx`` and ``property`` without the outliers (same labels).
     Returns a summary dict (``images``, ``outliers``, ``keys``, ``per_class``).
     """
-    from ..data.recordio import RecordIO, write_encoded_record
-    from ..eval.embed import embed_images
-
     state = load_checkpoint(checkpoint)
     head = subcenter_head_from_checkpoint(state, checkpoint)
     model = build_backbone_from_config(state["config"])

@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 from typing import Dict, List, Optional
 
+from ..io import atomic_open, load_torch
+
 RECIPES = {
     # the ATL write-up's two ATL recipes, with its small-set defaults (m=2, lambda_min=3)
     "atl-direct": "triplet and semihard on from the first step",
@@ -135,8 +137,6 @@ def run_contents(folder: Path) -> List[str]:
         text = name
         if name == "checkpoint.pt":
             try:
-                from ..io import load_torch
-
                 text += f" (step {int(load_torch(path)['step'])})"
             except Exception:  # noqa: BLE001  (unreadable: still a run's file)
                 text += " (unreadable)"
@@ -180,7 +180,7 @@ def _evaluator(cfg):
     """Open-set evaluation during and after training, for Fashion-MNIST runs."""
     if cfg["data"]["name"] != "fashion-mnist":
         return None
-    from ..bench.fashion import FashionEval
+    from ..eval.fashion import FashionEval
 
     d = cfg["data"]
     ev = FashionEval(d["root"] or None, d["train_classes"], d["eval_classes"], int(d["num_pairs"]), int(cfg["train"]["seed"]))
@@ -188,7 +188,6 @@ def _evaluator(cfg):
 
 
 def _train(cfg, resume=None, init_from=None, init_loss=True, replace=()):
-    from ..io import atomic_open
     from .config import dump_toml
     from .data import build_train_set
     from .loop import Trainer

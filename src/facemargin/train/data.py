@@ -1,12 +1,18 @@
 """Training sets for the trainer, built from the ``data`` section of a config."""
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Sequence, Tuple
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
 
 from .. import models
+from ..data.arrays import select_classes, to_tensor_images  # noqa: F401  (also importable from here)
+from ..data.fashion import load_fashion_mnist
+from ..data.folder import ImageFolder
+from ..data.glyphs import GlyphAugment, GlyphSet
+from ..data.recordio import RecordIO
 
 #: ``model.name = "auto"`` picks the first of these whose input size is the data's image size
 AUTO_BACKBONES = ("lenetpp", "smallcnn", "mobilefacenet", "sphere20")
@@ -35,32 +41,10 @@ class InMemorySet:
         return x, y
 
 
-def to_tensor_images(images: np.ndarray) -> torch.Tensor:
-    """uint8 ``(N, H, W)`` or ``(N, H, W, C)`` -> float ``(N, C, H, W)`` in ``(x/255 − 0.5)/0.5``."""
-    t = torch.from_numpy(np.ascontiguousarray(images))
-    if t.dim() == 3:
-        t = t.unsqueeze(1)
-    elif t.dim() == 4:
-        t = t.permute(0, 3, 1, 2)
-    else:
-        raise ValueError(f"images must be (N, H, W) or (N, H, W, C), got {tuple(t.shape)}")
-    return (t.float() / 255.0 - 0.5) / 0.5
-
-
-def select_classes(labels: np.ndarray, classes: Sequence[int]):
-    """Indices of samples whose label is in ``classes``, and their labels remapped to 0..k-1."""
-    classes = [int(c) for c in classes]
-    lut = {c: i for i, c in enumerate(classes)}
-    idx = np.flatnonzero(np.isin(labels, classes))
-    return idx, np.array([lut[int(v)] for v in labels[idx]], dtype=np.int64)
-
-
 def build_train_set(data: Dict):
     """The training set named by ``data["name"]``: fashion-mnist (train classes only), folder or recordio."""
     name = data["name"]
     if name == "fashion-mnist":
-        from ..data.fashion import load_fashion_mnist
-
         images, labels = load_fashion_mnist("train", root=data.get("root") or None)
         overlap = set(map(int, data["train_classes"])) & set(map(int, data["eval_classes"]))
         if overlap:
@@ -71,21 +55,13 @@ def build_train_set(data: Dict):
         if not data.get("root"):
             raise ValueError(f"data.root must name the {name} dataset folder")
         if name == "recordio":
-            from ..data.recordio import RecordIO
-
             transform = None
             if data.get("degrade"):
-                from pathlib import Path
-
-                from ..data.glyphs import GlyphAugment, GlyphSet
-
                 if (Path(data["root"]) / "manifest.json").is_file():  # a glyph set: in memory, batch-degraded
                     return GlyphSet(data["root"]).train_set(augment=True)
                 transform = GlyphAugment()
             ds = RecordIO(data["root"], transform=transform)
         else:
-            from ..data.folder import ImageFolder
-
             ds = ImageFolder(data["root"])
         if not hasattr(ds, "num_classes"):
             ds.num_classes = int(np.max(ds.labels)) + 1

@@ -12,7 +12,6 @@ row stop the run. Checkpoints are never written with non-finite values.
 from __future__ import annotations
 
 import contextlib
-import json
 import time
 from pathlib import Path
 from typing import Callable, Dict, Optional
@@ -21,9 +20,12 @@ import torch
 import torch.nn as nn
 
 from .. import losses
-from .checkpoint import build_backbone_from_config, load_checkpoint, save_checkpoint
+from .checkpoint import build_backbone_from_config
 from .data import check_backbone_fits, choose_backbone, sample_shape
+from .guard import StepGuard
+from .runlog import MetricsLog
 from .schedule import BatchOrder, lr_factor
+from .state import RunState, state_mismatch  # noqa: F401  (also importable from here)
 from .validation import BEST_KEY, Validator, summary
 
 
@@ -41,35 +43,7 @@ def build_loss(spec: Dict, embedding_size: int, num_classes: int) -> nn.Module:
     return losses.build_from_config(spec, embedding_size, num_classes)
 
 
-def _describe(cfg: Dict) -> str:
-    """``model lenetpp (64-D), loss softmax`` for error messages."""
-    try:
-        return f"model {cfg['model']['name']} ({cfg['model']['embedding_size']}-D), loss {cfg['loss']['name']}"
-    except (KeyError, TypeError):
-        return "unknown config"
-
-
-def has_class_weights(module: nn.Module) -> bool:
-    return isinstance(getattr(module, "weight", None), torch.nn.Parameter)
-
-
-def state_mismatch(module: nn.Module, state: Dict) -> str:
-    """A one-line account of how ``state`` differs from ``module.state_dict()``: missing and
-    unexpected keys and the first shapes that differ (not the whole key list)."""
-    own = module.state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in own
-              if k in state and torch.is_tensor(state[k]) and tuple(state[k].shape) != tuple(own[k].shape)]
-    parts = []
-    for what, items in (("missing", missing), ("unexpected", unexpected), ("of another shape (checkpoint vs run)", shapes)):
-        if items:
-            parts.append(f"{len(items)} {what}" + (f" keys, e.g. {', '.join(items[:2])}" if what != "of another shape (checkpoint vs run)"
-                                                    else f": {', '.join(items[:2])}"))
-    return "; ".join(parts) or "the states differ"
-
-
-class Trainer:
+class Trainer(RunState, StepGuard, MetricsLog):
     """Train ``cfg["model"]`` with ``cfg["loss"]`` (+ ``cfg["aux"]``) on ``train_set``.
 
     ``train_set`` has ``num_classes``, ``__len__`` and either ``get_batch(indices) -> (x, y)``
@@ -106,17 +80,14 @@ class Trainer:
         self.start_step = 0
         emb = int(cfg["model"]["embedding_size"])
         self.num_classes = int(train_set.num_classes)
-        if self.dist is not None:
-            self.loss = self.dist.build_head(cfg["loss"], emb, self.num_classes).to(self.device)
-            self.model_ddp = self.dist.wrap_model(self.model)
-        else:
-            self.loss = build_loss(cfg["loss"], emb, self.num_classes)
-            if isinstance(self.loss, losses.MarginHead):
-                # the class rows a sharded head draws on any number of ranks: runs do not
-                # depend on the world size
-                self.loss.init_weights(int(t["seed"]))
-            self.loss = self.loss.to(self.device)
-            self.model_ddp = self.model
+        self.loss = (self.dist.build_head(cfg["loss"], emb, self.num_classes) if self.dist is not None
+                     else build_loss(cfg["loss"], emb, self.num_classes))
+        if isinstance(self.loss, losses.MarginHead):
+            # the one seeded init: the class rows (and a head's other state) depend on the seed
+            # only, not on how many ranks hold them
+            self.loss.init_weights(int(t["seed"]))
+        self.loss = self.loss.to(self.device)
+        self.model_ddp = self.dist.wrap_model(self.model) if self.dist is not None else self.model
         a = cfg["aux"]
         self.aux = build_loss(a, emb, self.num_classes).to(self.device) if a.get("name") else None
         self.aux_weight = float(a.get("weight", 0.0))
@@ -203,210 +174,6 @@ class Trainer:
             self.train_set, batch_sampler=_Steps(), num_workers=int(self.cfg["data"].get("workers", 0)),
             pin_memory=self.device.type == "cuda")
         self._loader_iter, self._loader_start = iter(loader), start
-
-    # -- checkpoints ----------------------------------------------------------------------------
-    def save(self, path=None) -> Optional[Path]:
-        """Write ``checkpoint.pt`` (full class weights and momentum even when sharded; rank 0 writes)."""
-        path = Path(path) if path else self.out / "checkpoint.pt"
-        d = self.dist
-        bad = self._nonfinite_state()  # each rank checks what it holds (its shard of the class rows)
-        if (d.any_rank([bool(bad)])[0] if d is not None else bool(bad)):
-            raise FloatingPointError(
-                f"step {self.step}: checkpoint {path} not written: non-finite values in "
-                f"{', '.join(bad[:6]) if bad else 'the state of another rank'}; the previous checkpoint is kept")
-        if d is not None:  # collectives: every rank gathers, rank 0 writes
-            loss_state = d.full_state_dict(self.loss)
-            opt_state = d.full_optimizer_state_dict(self.optimizer, self.loss)
-            head_opt_state = d.full_optimizer_state_dict(self.head_optimizer, self.loss)
-        else:
-            loss_state = self.loss.state_dict()
-            opt_state, head_opt_state = self.optimizer.state_dict(), None
-        if not self.is_main:
-            return None
-        return save_checkpoint(path, config=self.cfg, step=self.step, model=self.model, loss_state=loss_state,
-                               aux=self.aux, optimizer_state=opt_state,
-                               extra={"head_optimizer": head_opt_state, "num_classes": self.num_classes,
-                                      "best": dict(self.best) if self.best else None})
-
-    def _nonfinite_state(self):
-        """Names of the state tensors (this process's part) that hold NaN or Inf."""
-        parts = [("model", self.model.state_dict()), ("loss", self.loss.state_dict())]
-        if self.aux is not None:
-            parts.append(("aux", self.aux.state_dict()))
-        for i, opt in enumerate(self.optimizers):
-            parts += [(f"optimizer{i}", state) for state in opt.state.values()]
-        return [f"{tag}.{k}" for tag, state in parts for k, v in state.items()
-                if torch.is_tensor(v) and v.is_floating_point() and not bool(torch.isfinite(v).all())]
-
-    def resume(self, path) -> None:
-        """Continue a run exactly: weights, optimizer, λ counters, centers, RNG and step.
-
-        Checkpoints hold full class weights, so a run written on ``W`` ranks resumes on any number
-        of ranks or in one process (Partial-FC sampling state is dropped outside Partial FC)."""
-        state = load_checkpoint(path)
-        d = self.dist
-        trained = state.get("num_classes")
-        if trained is not None and int(trained) != self.num_classes:
-            raise ValueError(f"checkpoint {path} was trained on {int(trained)} classes but this data "
-                             f"(data.root={self.cfg['data'].get('root') or '(default)'}) has {self.num_classes}; "
-                             f"a resumed run keeps its classes")
-        loss_state = dict(state["loss"])
-        if not any(k.startswith("pfc_") for k in self.loss.state_dict()):
-            loss_state = {k: v for k, v in loss_state.items() if not k.startswith("pfc_")}
-        parts = [("model", self.model, state["model"]), ("loss", self.loss, loss_state)]
-        if self.aux is not None and state.get("aux") is not None:
-            parts.append(("aux", self.aux, state["aux"]))
-        for what, module, sd in parts:
-            try:
-                if what == "loss" and d is not None:
-                    d.load_full_state_dict(module, sd)
-                else:
-                    module.load_state_dict(sd)
-            except RuntimeError:  # shapes or keys of another model/loss: one line, not the key list
-                raise ValueError(f"checkpoint {path} does not match this run's {what} "
-                                 f"({_describe(self.cfg)}; checkpoint: {_describe(state['config'])}): "
-                                 f"{state_mismatch(module, sd) if what != 'loss' or d is None else 'its class rows differ'}"
-                                 ) from None
-        for opt, key in ((self.optimizer, "optimizer"), (self.head_optimizer, "head_optimizer")):
-            if opt is None or state.get(key) is None:
-                continue
-            try:
-                if d is not None:
-                    d.load_full_optimizer_state_dict(opt, self.loss, state[key])
-                else:
-                    opt.load_state_dict(state[key])
-            except (ValueError, RuntimeError, KeyError) as e:
-                raise ValueError(f"checkpoint {path}: its {key} state does not fit this run: {e}") from e
-        self.step = self.start_step = int(state["step"])
-        self.best = dict(state["best"]) if state.get("best") else None
-        torch.set_rng_state(state["rng"]["torch"])
-        if "cuda" in state["rng"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
-        self._truncate_metrics(self.step)
-
-    def init_from(self, path, load_loss: bool = True) -> None:
-        """Start a new run from a checkpoint's weights (step 0, fresh optimizer): the ATL *step* recipe.
-
-        ``path`` may also hold a backbone alone (an insightface ``arcface_torch`` ``backbone.pth``
-        or a saved state dict; see :func:`facemargin.models.load_pretrained`): then only the
-        backbone starts from it."""
-        from ..io import load_torch
-        from .checkpoint import check_checkpoint, is_checkpoint
-
-        raw = load_torch(path)
-        if not is_checkpoint(raw):
-            from ..models.pretrained import load_state_into
-
-            load_state_into(self.model, raw, path)
-            return
-        state = check_checkpoint(raw, path)
-        try:
-            self.model.load_state_dict(state["model"])
-        except RuntimeError as e:
-            raise ValueError(f"checkpoint {path}: its backbone does not match this run's model config "
-                             f"({_describe(self.cfg)}; checkpoint: {_describe(state['config'])}): {e}") from e
-        if load_loss and state.get("loss"):
-            try:
-                missing = self.loss.load_state_dict(state["loss"], strict=False)
-            except RuntimeError as e:  # e.g. class weights of another number of classes
-                raise ValueError(f"checkpoint {path}: its loss state does not fit this run's {self.cfg['loss']['name']} "
-                                 f"with {self.num_classes} classes: {e}") from e
-            # a λ schedule absent from the checkpoint (softmax -> sphereface) starts at iteration 0
-            lacking = [k for k in missing.missing_keys if not k.startswith("schedule.")]
-            if lacking:
-                raise ValueError(f"{path}: the loss state lacks {lacking} for {self.cfg['loss']['name']}")
-
-    # -- metrics --------------------------------------------------------------------------------
-    @property
-    def metrics_path(self) -> Path:
-        return self.out / "metrics.jsonl"
-
-    def _write_metrics(self, row: Dict) -> None:
-        self.history.append(row)
-        if not self.is_main:
-            return
-        self.out.mkdir(parents=True, exist_ok=True)
-        with open(self.metrics_path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(row) + "\n")
-        if self._tb_probe is not None:
-            if self._tb is None:
-                from .tensorboard import TensorBoardLog
-
-                # a resumed run discards the events past its step, as metrics.jsonl was truncated
-                self._tb = TensorBoardLog(self.out / "tensorboard", purge_step=self._tb_purge)
-            self._tb.write_row(row, self._tb_probe.norms)
-
-    def _truncate_metrics(self, step: int) -> None:
-        self._tb_purge = step + 1
-        if not (self.is_main and self.metrics_path.exists()):
-            return
-        keep = [ln for ln in self.metrics_path.read_text().splitlines() if ln.strip() and json.loads(ln).get("step", 0) <= step]
-        from ..io import atomic_open
-
-        with atomic_open(self.metrics_path, "w", encoding="utf-8") as f:
-            f.write("".join(ln + "\n" for ln in keep))
-
-    # -- non-finite steps -----------------------------------------------------------------------
-    _CAUSES = {
-        "input": "the input batch holds NaN/Inf (corrupt data: check the dataset files)",
-        "embeddings": "the backbone produced non-finite embeddings (training diverged: lower optim.lr, "
-                      "raise optim.warmup_steps or set optim.clip_grad_norm)",
-        "loss": "the loss is non-finite (a margin or scale too large for the precision: try train.bf16=false "
-                "or smaller loss.params; or lower optim.lr)",
-        "gradients": "the gradients are non-finite (overflow: lower optim.lr or set optim.clip_grad_norm)",
-    }
-
-    def _step_buffers(self):
-        """Buffers a forward or backward pass changes even when its step is dropped: batch-norm
-        statistics of the backbone, centres of an auxiliary center loss."""
-        mods = [self.model] + ([self.aux] if self.aux is not None else [])
-        return [b for m in mods for b in m.buffers() if b.is_floating_point()]
-
-    def _grads_finite(self) -> bool:
-        grads = [p.grad for opt in self.optimizers for g in opt.param_groups for p in g["params"]
-                 if p.grad is not None]
-        return not grads or bool(torch.stack([torch.isfinite(g).all() for g in grads]).all())
-
-    def _skip_step(self, bad: Dict[str, bool], buffers, lr: float) -> Dict:
-        """Drop this step: no optimizer update, buffers restored; stop after too many in a row."""
-        for opt in self.optimizers:
-            opt.zero_grad(set_to_none=True)
-        with torch.no_grad():
-            for b, saved in zip(self._step_buffers(), buffers):
-                b.copy_(saved)
-        self.skipped += 1
-        self.skipped_in_a_row += 1
-        self.step += 1
-        # the earliest stage that went wrong is the likely cause (later ones follow from it)
-        cause = self._CAUSES[next(k for k, v in bad.items() if v)]
-        if self.is_main:
-            self.log(f"[train] step {self.step}: {cause}; step skipped ({self.skipped_in_a_row} in a row, "
-                     f"{self.skipped} in all)")
-        if self.skipped_in_a_row >= self.max_skips:
-            ckpt = self.out / "checkpoint.pt"
-            kept = f"the last good checkpoint {ckpt} is kept" if ckpt.exists() else "no checkpoint was written"
-            raise FloatingPointError(
-                f"step {self.step}: {self.skipped_in_a_row} consecutive steps skipped for non-finite values "
-                f"(train.max_consecutive_skips={self.max_skips}); likely cause: {cause}. Training stopped; {kept}")
-        return {"step": self.step, "lr": lr, "skipped": True}
-
-    def _guarded_step(self) -> Dict:
-        """:meth:`train_step`; in a distributed run a failed collective (a rank died or hung past
-        ``dist.timeout_s``; DDP's own all-reduce raises the backend's error) names the step."""
-        if self.dist is None:
-            return self.train_step()
-        import torch.distributed as tdist
-
-        from ..distributed.utils import DistributedError
-
-        try:
-            return self.train_step()
-        except DistributedError as e:
-            raise DistributedError(f"step {self.step + 1}: {e}") from e
-        except tdist.DistError as e:
-            raise DistributedError(
-                f"step {self.step + 1}: a collective failed on rank {self.dist.rank} of {self.dist.world}: another "
-                f"rank died or hung past dist.timeout_s ({type(e).__name__}: {str(e).strip()[:200]})") from e
 
     # -- the loop -------------------------------------------------------------------------------
     def train_step(self) -> Dict:

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from ..data.binpack import load_bin
+from ..distributed import utils as dist_utils
 from ..eval.embed import embed_images
 from ..eval.verification import one_class_folds, verify
 
@@ -103,10 +104,9 @@ class Validator:
             mine = torch.zeros((0, d or 1))
         if world == 1:
             return mine.numpy()
-        from ..distributed.utils import all_gather_rows
-
         sizes = [int(bounds[r + 1] - bounds[r]) for r in range(world)]
-        return all_gather_rows(mine.to(device), sizes, what="all_gather(validation embeddings)").cpu().numpy()
+        gathered = dist_utils.all_gather_rows(mine.to(device), sizes, what="all_gather(validation embeddings)")
+        return gathered.cpu().numpy()
 
     def __call__(self, model: torch.nn.Module) -> Dict[str, float]:
         row: Dict[str, float] = {}
