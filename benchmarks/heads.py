@@ -7,7 +7,7 @@
 """
 import sys
 
-from facemargin.bench.heads_cli import main
+from facemargin.experiments.heads_cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -2,7 +2,7 @@
 
 Layers, bottom up: ``io``, ``registry`` (and the small top-level helpers); ``data``, ``models``,
 ``losses``; ``detect``, ``align``, ``distributed``, ``viz``; ``train``, ``eval``; the benchmarks
-(``bench``) and the command line (``cli.py``, every ``*/cli.py`` and ``*_cli.py``). Every import
+(``experiments``) and the command line (``cli.py``, every ``*/cli.py`` and ``*_cli.py``). Every import
 counts, those inside functions too: an import deferred to call time still ties the two modules.
 A library module never imports a command-line module.
 """
@@ -20,7 +20,7 @@ LAYERS = {"io": 0, "registry": 0, "params": 0, "roc": 0, "_lazy": 0, "plugins": 
           "data": 1, "models": 1, "losses": 1,
           "detect": 2, "align": 2, "distributed": 2, "viz": 2,
           "train": 3, "eval": 3,
-          "bench": 4}
+          "experiments": 4}
 CLI_LAYER = 4
 
 #: edges allowed to break the rules (none: keep it that way)

@@ -19,12 +19,12 @@ from typing import List, Optional
 _COMMAND_MODULES = [
     "facemargin.train.cli",     # train
     "facemargin.train.clean_cli",  # clean
-    "facemargin.bench.cli",     # bench (the main job), glyphs
+    "facemargin.experiments.cli",     # bench (the main job), glyphs
     "facemargin.eval.cli",      # eval, embed, verify
     "facemargin.align.cli",     # align
     "facemargin.models.cli",    # export
     "facemargin.viz.cli",       # plot
-    "facemargin.bench.heads_cli",  # bench-heads
+    "facemargin.experiments.heads_cli",  # bench-heads
     "facemargin.detect.cli",    # detect
     "facemargin.data.cli",      # pack, pack-pairs
 ]

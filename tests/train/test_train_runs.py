@@ -186,3 +186,24 @@ def test_a_bad_pack_is_named_before_training(data_root, tmp_path, capsys):
                  "--set", f"data.val=[{str(tmp_path / 'nope.bin')!r}]"]) == 2
     assert "data.val: verification pack not found" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_a_checkpoint_of_the_earlier_layout_still_resumes_and_loads(tmp_path, capsys):
+    """A checkpoint written before the store/head reshaping (SphereFace, step 3, LeNet++ 8-D on
+    six Fashion-like classes) resumes and gives its backbone to inference."""
+    import shutil
+    from pathlib import Path
+
+    from facemargin.models.checkpoint import load_backbone
+
+    old = Path(__file__).parent / "data" / "checkpoint_v1_sphereface.pt"
+    run = tmp_path / "run"
+    run.mkdir()
+    shutil.copy(old, run / "checkpoint.pt")
+    data = write_fashion(tmp_path / "fm", train_per_class=6, test_per_class=6)
+    model, cfg = load_backbone(run / "checkpoint.pt")
+    assert cfg["loss"]["name"] == "sphereface" and model.embedding_size == 8
+    assert main(["train", "--resume", str(run / "checkpoint.pt"), "--steps", "5", "--set", f"data.root={data}"]) == 0
+    assert "done: 2 steps in this call (steps 4-5), 5 of 5 in all" in capsys.readouterr().out
+    state = load_checkpoint(run / "checkpoint.pt")
+    assert state["step"] == 5 and int(state["loss"]["schedule.iteration"]) == 5

@@ -334,4 +334,4 @@ def test_viz_draws_what_it_is_handed_and_imports_no_higher_layer():
             else:
                 continue
             for name in names:
-                assert not name.startswith(("facemargin.bench", "facemargin.eval")), f"{path.name} imports {name}"
+                assert not name.startswith(("facemargin.experiments", "facemargin.eval")), f"{path.name} imports {name}"

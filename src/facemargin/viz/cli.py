@@ -42,7 +42,7 @@ def register(sub) -> argparse.ArgumentParser:
 
 def run(args) -> int:
     """Run ``facemargin plot``; returns the exit status."""
-    from ..bench.report import report_figures  # the main job's folder or the per-loss layout
+    from ..experiments.report import report_figures  # the main job's folder or the per-loss layout
     from .figures import plot_decision_boundaries
 
     if args.bench_dir is None and args.boundaries is None:

@@ -295,7 +295,7 @@ def measure_memory_here(name: str, size: Size, device="cpu") -> Dict[str, float]
 def measure_memory(name: str, size: Size, device="cpu", timeout: float = 1800) -> Dict[str, float]:
     """Run :func:`measure_memory_here` in its own Python process and return its result."""
     payload = json.dumps({"name": name, "size": asdict(size), "device": str(device)})
-    cmd = [sys.executable, "-m", "facemargin.bench.heads", "--child", payload]
+    cmd = [sys.executable, "-m", "facemargin.experiments.heads", "--child", payload]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     if proc.returncode != 0:
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
@@ -453,7 +453,7 @@ def child_main(argv: Sequence[str]) -> int:
     """One memory measurement in a process of its own (see :func:`measure_memory`): ``argv`` is
     ``["--child", JSON]`` with the method, size and device; prints the result as one JSON line."""
     if len(argv) != 2 or argv[0] != "--child":
-        print("python -m facemargin.bench.heads runs one memory measurement of the head benchmark "
+        print("python -m facemargin.experiments.heads runs one memory measurement of the head benchmark "
               "(--child JSON); the benchmark itself is 'facemargin bench-heads' or benchmarks/heads.py",
               file=sys.stderr)
         return 2

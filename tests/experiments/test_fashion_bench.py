@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-import facemargin.bench.fashion as bench
+import facemargin.experiments.fashion as bench
 from facemargin.train.config import DEFAULTS
 from facemargin.data.fashion import read_idx
 

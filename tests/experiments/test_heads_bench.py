@@ -5,7 +5,7 @@ import pytest
 
 
 def test_parse_size():
-    from facemargin.bench.heads import Size, parse_size
+    from facemargin.experiments.heads import Size, parse_size
 
     assert parse_size("100000") == Size(256, 512, 100000, None)
     assert parse_size("8x16x50@7") == Size(8, 16, 50, 7)
@@ -17,7 +17,7 @@ def test_bench_heads_smoke(tmp_path, capsys):
     """A tiny end-to-end run of the CLI benchmark (no timing assertions)."""
     import argparse
 
-    from facemargin.bench import heads as bench_heads, heads_cli as cli
+    from facemargin.experiments import heads as bench_heads, heads_cli as cli
 
     parser = argparse.ArgumentParser()
     sub = parser.add_subparsers()

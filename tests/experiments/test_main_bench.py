@@ -9,8 +9,8 @@ import matplotlib
 import numpy as np
 import pytest
 
-from facemargin.bench import glyphs as B
-from facemargin.bench.report import compare
+from facemargin.experiments import glyphs as B
+from facemargin.experiments.report import compare
 from facemargin.data.glyphs import build_glyph_set
 
 MPL_FONTS = Path(matplotlib.get_data_path()) / "fonts" / "ttf"
@@ -80,7 +80,7 @@ def test_report_table_figures_and_reference(bench):
 
 
 def test_plot_redraws_the_main_job_figures(bench, tmp_path):
-    from facemargin.bench.report import report_figures
+    from facemargin.experiments.report import report_figures
 
     written = report_figures(bench["tmp"] / "out", tmp_path / "figs")
     assert {"roc", "tar_curves", "convergence"} <= set(written)
@@ -92,8 +92,8 @@ def test_report_scope_names_the_heads_a_full_budget_run_left_out(bench, tmp_path
     import copy
     import json
 
-    from facemargin.bench.glyphs import BUDGETS
-    from facemargin.bench.report import write_main_report
+    from facemargin.experiments.glyphs import BUDGETS
+    from facemargin.experiments.report import write_main_report
 
     result = json.loads((bench["tmp"] / "out" / "results.json").read_text())
     res = copy.deepcopy(result)

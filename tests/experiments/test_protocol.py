@@ -1,6 +1,6 @@
 """The main job's protocol: the heads it runs."""
 from facemargin import losses
-from facemargin.bench import protocol
+from facemargin.experiments import protocol
 
 
 def test_every_newer_head_is_a_registered_loss():

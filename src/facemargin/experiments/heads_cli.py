@@ -1,8 +1,8 @@
 """``facemargin bench-heads``: the speed and memory benchmark of the margin heads.
 
-See :mod:`facemargin.bench.heads` for what is measured and how. The benchmark (and torch) is
+See :mod:`facemargin.experiments.heads` for what is measured and how. The benchmark (and torch) is
 imported only when it runs, so ``facemargin bench-heads --help`` starts without torch.
-``python -m facemargin.bench.heads_cli`` and ``benchmarks/heads.py`` run the same command.
+``python -m facemargin.experiments.heads_cli`` and ``benchmarks/heads.py`` run the same command.
 """
 from __future__ import annotations
 
