@@ -2,13 +2,15 @@
 setup:
 	bash scripts/setup.sh
 
-# the main job: every head on the glyph identity set (built once into runs/glyphs-hangul), one
-# seed, report in runs/bench/; bench-full: every head and loss, three seeds (resumable: re-run to continue)
+# the main job: the core heads on the committed report's glyph identity set (built once from its
+# manifest), one seed at the full budget, report in runs/bench/ held against the committed report;
+# bench-full: every head and loss, three seeds (resumable: re-run to continue)
 demo: setup
-	.venv/bin/facemargin bench --out runs/bench
+	.venv/bin/facemargin bench --out runs/bench --manifest docs/results/bench/glyph_set_manifest.json \
+		--reference docs/results/bench/results.json
 
 bench-full: setup
-	nice .venv/bin/facemargin bench --full --out runs/bench-full
+	nice .venv/bin/facemargin bench --full --out runs/bench-full --manifest docs/results/bench/glyph_set_manifest.json
 
 # every loss on Fashion-MNIST (open-set pairs of unseen classes), small budget
 bench-quick: setup

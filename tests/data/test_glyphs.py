@@ -90,6 +90,14 @@ def test_manifest_finds_a_moved_font_by_hash_and_names_a_missing_one(built, font
     (moved / "DejaVuSerif.ttf").unlink()
     with pytest.raises(FileNotFoundError, match="DejaVuSerif.ttf"):
         G.build_glyph_set(tmp_path / "d", manifest=tmp_path / "m.json", font_dirs=[moved], progress=False)
+    # or, when asked, the set is built without it and the manifest names the face left out
+    got = G.build_glyph_set(tmp_path / "e", manifest=tmp_path / "m.json", font_dirs=[moved], progress=False,
+                            allow_missing_fonts=True)
+    assert [f["name"] for f in got["missing_fonts"]] == [f["name"] for f in m["fonts"]
+                                                         if Path(f["path"]).name == "DejaVuSerif.ttf"]
+    assert got["counts"]["faces"] == man["counts"]["faces"] - 1
+    assert "DejaVuSerif.ttf" not in {Path(f["path"]).name for f in got["fonts"]}
+    assert man["missing_fonts"] == []
 
 
 def test_duplicate_font_and_duplicate_renderings_are_dropped(built):

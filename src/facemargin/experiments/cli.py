@@ -15,8 +15,9 @@ def register(sub) -> None:
         description="Train every head with one small batch-norm CNN on the training identities of a glyph set "
                     "(characters as identities, fonts as photos, degraded while training), evaluate all-vs-all "
                     "TAR@FAR, pair accuracy, EER and rank-1 on the unseen identities, and write results.json, "
-                    "report.md and figures. Default budget (make demo): one seed, the core heads plus every newer "
-                    "head in the registry. --full: every head and loss, three seeds, 1500 steps. Re-running the "
+                    "report.md and figures. Default budget (make demo): softmax, CosFace, ArcFace, SphereFace, ATL "
+                    "(direct) and MagFace, one seed, 1500 steps of batch 256. --full: every head and loss, three "
+                    "seeds, 1500 steps. Re-running the "
                     "same command continues an interrupted bench. --dataset fashion-mnist runs the Fashion-MNIST "
                     "bench of every loss instead.",
     )
@@ -33,6 +34,11 @@ def register(sub) -> None:
     b.add_argument("--no-figures", action="store_true", help="skip the figures and the feature runs")
     b.add_argument("--dataset", choices=["glyphs", "fashion-mnist"], default="glyphs")
     b.add_argument("--quick", action="store_true", help="fashion-mnist: the smaller budget")
+    b.add_argument("--manifest", help="build the glyph set from this manifest.json (e.g. the committed report's "
+                                      "docs/results/bench/glyph_set_manifest.json); faces whose fonts are missing "
+                                      "here are left out and named in the report")
+    b.add_argument("--reference", help="a results.json over several seeds (e.g. docs/results/bench/results.json): "
+                                       "the report marks each difference to softmax as within or beyond its spread")
     b.set_defaults(func=run_bench_cli)
 
     g = sub.add_parser(
@@ -74,7 +80,7 @@ def run_bench_cli(args) -> int:
     run_main_bench(out=args.out, full=args.full, set_dir=args.data, heads=_list(args.heads),
                    seeds=_list(args.seeds, int), steps=args.steps, batch=args.batch, device=args.device,
                    figures=not args.no_figures, fashion_root=args.fashion_data,
-                   args_line=_command_line())
+                   args_line=_command_line(), manifest=args.manifest, reference=args.reference)
     return 0
 
 

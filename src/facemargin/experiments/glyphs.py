@@ -19,6 +19,7 @@ runs are skipped, so re-running the same command completes an interrupted bench.
 from __future__ import annotations
 
 import copy
+import hashlib
 import inspect
 import json
 import math
@@ -248,18 +249,46 @@ def aggregate(rows: List[Dict]) -> Dict[str, Dict]:
     return out
 
 
+def _default_set_dir(manifest: Optional[str]) -> str:
+    """``runs/glyphs-hangul``; for a set built from a manifest a folder named by the manifest's
+    digest, so that a set built from other fonts is never taken for it."""
+    if not manifest:
+        return "runs/glyphs-hangul"
+    path = Path(manifest)
+    if not path.is_file():
+        raise FileNotFoundError(f"glyph-set manifest not found: {path}")
+    return f"runs/glyphs-{hashlib.sha256(path.read_bytes()).hexdigest()[:10]}"
+
+
+def _reference_summary(path: str, names: List[str]) -> Dict:
+    """The per-head TAR@FAR statistics of a reference ``results.json`` (mean, std, seeds)."""
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"reference results not found: {p}")
+    try:
+        summary = json.loads(p.read_text(encoding="utf-8"))["summary"]
+        return {h: {"tar_at_far": summary[h]["tar_at_far"], "seeds": summary[h]["seeds"]} for h in names if h in summary}
+    except (KeyError, TypeError, ValueError) as e:
+        raise ValueError(f"{p}: not a bench results.json ({type(e).__name__}: {e})") from None
+
+
 def run_main_bench(out: str = "runs/bench", full: bool = False, set_dir: Optional[str] = None,
                    heads: Optional[List[str]] = None, seeds: Optional[List[int]] = None, steps: Optional[int] = None,
                    batch: Optional[int] = None, device: str = "auto", figures: bool = True,
                    fashion_root: Optional[str] = None, feature_figures: bool = True,
-                   args_line: str = "facemargin bench") -> Dict:
+                   args_line: str = "facemargin bench", manifest: Optional[str] = None,
+                   reference: Optional[str] = None) -> Dict:
     """Run (or continue) the main job; writes ``OUT/results.json``, ``OUT/report.md`` and ``OUT/figures/``.
 
     Args:
         out: output folder; re-running with the same folder continues an interrupted bench.
         full: every head and loss, three seeds, 1500 steps (else the demo budget).
-        set_dir: the glyph set (built there with the default settings when absent; default
-            ``runs/glyphs-hangul``).
+        set_dir: the glyph set (built there when absent; default ``runs/glyphs-hangul``, or with
+            ``manifest`` ``runs/glyphs-<digest of the manifest>``).
+        manifest: build the set from this ``manifest.json`` (the committed report's set), leaving out
+            the faces whose fonts this machine lacks; the report names them.
+        reference: a ``results.json`` of a bench over several seeds (the committed full report):
+            the report then marks each difference to softmax as within or beyond its seed spread.
         heads, seeds, steps, batch: override the budget's.
         fashion_root: Fashion-MNIST folder for the 2-D/3-D feature figures.
         feature_figures: train the Fashion-MNIST feature runs for those figures.
@@ -280,11 +309,17 @@ def run_main_bench(out: str = "runs/bench", full: bool = False, set_dir: Optiona
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
-    set_path = Path(set_dir or "runs/glyphs-hangul")
+    reference_summary = _reference_summary(reference, names) if reference else None
+    set_path = Path(set_dir or _default_set_dir(manifest))
     if not (set_path / "manifest.json").is_file():
-        print(f"[bench] building the glyph identity set in {set_path} (once; reused by later runs)")
-        build_glyph_set(set_path)
+        source = f" from {manifest}" if manifest else ""
+        print(f"[bench] building the glyph identity set in {set_path}{source} (once; reused by later runs)")
+        build_glyph_set(set_path, manifest=manifest, allow_missing_fonts=True) if manifest else build_glyph_set(set_path)
     gs = GlyphSet(set_path)
+    missing_fonts = gs.manifest.get("missing_fonts") or []
+    if missing_fonts:
+        print(f"[bench] {len(missing_fonts)} font face(s) of {manifest or 'the manifest'} are not on this machine and were "
+              f"left out: {', '.join(f['name'] for f in missing_fonts)}")
     train_set = gs.train_set(augment=True)
     evaluator = UnseenEval(set_path)
     n_imp = pair_counts(evaluator.labels)[1]
@@ -341,7 +376,8 @@ def run_main_bench(out: str = "runs/bench", full: bool = False, set_dir: Optiona
 
     total = time.perf_counter() - t_start
     result = {"budget": budget, "curve_far": curve_far, "heads": names, "set": str(set_path), "manifest_counts": c, "rows": rows,
-              "summary": summary, "pixels": pixels}
+              "summary": summary, "pixels": pixels, "set_manifest": manifest, "missing_fonts": missing_fonts,
+              "reference": {"path": reference, "summary": reference_summary} if reference else None}
     write_json(out_dir / "results.json", result)
     figs = write_main_report(out_dir, result, feature_figs, args_line=args_line, wall_seconds=total,
                              draw=figures)

@@ -307,6 +307,53 @@ def report_figures(bench_dir: Path, out_dir: Optional[Path] = None) -> Dict[str,
     return report_run_figures(bench_dir, out_dir)
 
 
+def reference_lines(result: Dict, far: str = KEY_FAR) -> List[str]:
+    """The section that holds this run against a reference over several seeds: each head's
+    difference to softmax at ``far``, marked within or beyond the reference's seed spread."""
+    ref = (result.get("reference") or {}).get("summary") or {}
+    summary = result["summary"]
+    if "softmax" not in summary or "softmax" not in ref or far not in ref["softmax"]["tar_at_far"]:
+        return []
+    base, ref_base = summary["softmax"]["tar_at_far"][far]["mean"], ref["softmax"]["tar_at_far"][far]
+    path = result["reference"]["path"]
+    lines = ["## Against the committed report", "",
+             f"TAR at FAR {float(far):.0e} of this run against `{path}` ({len(ref['softmax']['seeds'])}"
+             " seeds). Δ is a head's TAR minus softmax's. A difference is *beyond* the reference's seed spread when "
+             "|Δ| exceeds the sum of the two heads' standard deviations over the reference's seeds, else *within* it.",
+             "", "| head | this run | Δ this run | reference (mean ± std) | Δ reference ± spread | this run's Δ |",
+             "|---|---|---|---|---|---|"]
+    order = sorted(summary, key=lambda h: -(summary[h]["tar_at_far"].get(far) or {"mean": -1})["mean"])
+    for h in order:
+        mine = (summary[h]["tar_at_far"].get(far) or {}).get("mean")
+        r = ref.get(h, {}).get("tar_at_far", {}).get(far)
+        if mine is None:
+            continue
+        delta = mine - base
+        if h == "softmax":
+            verdict, ref_delta = "(the baseline)", "0"
+        elif r is None:
+            verdict, ref_delta = "no reference row", "n/a"
+        else:
+            spread = r["std"] + ref_base["std"]
+            side = "above" if delta > 0 else "below"
+            verdict = f"{side} softmax, {'beyond' if abs(delta) > spread else 'within'} the spread"
+            ref_delta = f"{r['mean'] - ref_base['mean']:+.3f} ± {spread:.3f}"
+        ref_cell = f"{r['mean']:.3f} ± {r['std']:.3f}" if r else "n/a"
+        lines.append(f"| {h} | {mine:.3f} | {delta:+.3f} | {ref_cell} | {ref_delta} | {verdict} |")
+    return lines + [""]
+
+
+def set_line(result: Dict) -> str:
+    """Which fonts the set was built from, and which of a manifest's faces were missing here."""
+    if not result.get("set_manifest"):
+        return ""
+    missing = result.get("missing_fonts") or []
+    if not missing:
+        return f" Built from `{result['set_manifest']}`, with every one of its font faces present on this machine."
+    return (f" Built from `{result['set_manifest']}`; {len(missing)} of its font faces are not on this machine and "
+            f"were left out: {', '.join(m['name'] for m in missing)}.")
+
+
 def write_main_report(out: Path, result: Dict, feature_figs: Dict[str, str], args_line: str, wall_seconds: float,
                       draw: bool = True) -> Dict[str, str]:
     """Write ``out/report.md`` (and the figures); returns ``{figure: relative path}``."""
@@ -349,7 +396,7 @@ def write_main_report(out: Path, result: Dict, feature_figs: Dict[str, str], arg
         f"{c['faces']} distinct font faces ({c['images']} images after dropping {c['duplicates_dropped']} duplicate "
         f"renderings); {c['train_images']} images of the training identities, degraded at random while training "
         f"(affine jitter, down-sampling to 10-32 px, blur, noise); {c['test_images']} images of the unseen "
-        "identities, degraded once with a fixed seed.",
+        "identities, degraded once with a fixed seed." + set_line(result),
         "",
         "**Protocol**: backbone smallcnn (128-D), SGD lr 0.1, momentum 0.9, weight decay 5e-4, ×0.1 at 50% and 75% "
         "of the steps; same steps, batch and seeds for every head; scale-based heads at s = 30. Evaluation on the "
@@ -370,7 +417,8 @@ def write_main_report(out: Path, result: Dict, feature_figs: Dict[str, str], arg
     lines.append("| raw pixels (no training) | " + " | ".join(
         f"{pixels['tar_at_far'][f]:.3f}" if f in pixels["tar_at_far"] else "n/a" for f in fars)
         + f" | {pixels['pair_accuracy']:.3f} | {pixels['eer']:.3f} | {pixels['rank1']:.3f} | 0 |")
-    lines += ["", "## What the numbers show", ""]
+    lines += [""] + reference_lines(result)
+    lines += ["## What the numbers show", ""]
     for p in reading(out, result):
         lines += [p, ""]
     if figs:

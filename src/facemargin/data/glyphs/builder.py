@@ -42,7 +42,7 @@ def build_glyph_set(out: PathLike, script: str = "hangul", chars: Optional[str] 
                     font_dirs: Optional[Sequence[PathLike]] = None, size: int = 32, seed: int = 0,
                     test_fraction: float = 0.2, min_fonts: int = 8, max_test_per_identity: int = 20,
                     num_pairs: int = 6000, manifest: Optional[PathLike] = None, progress: bool = True,
-                    workers: Optional[int] = None) -> Dict:
+                    workers: Optional[int] = None, allow_missing_fonts: bool = False) -> Dict:
     """Render a glyph identity set into ``out`` (see the package docstring); returns the manifest.
 
     Args:
@@ -57,11 +57,14 @@ def build_glyph_set(out: PathLike, script: str = "hangul", chars: Optional[str] 
             bounds the all-vs-all comparison.
         num_pairs: pairs of the ``unseen.bin`` pack (half same, half different identities).
         manifest: rebuild exactly the set described by this ``manifest.json`` (other arguments ignored).
+        allow_missing_fonts: with ``manifest``, leave out the faces whose font files are not on this
+            machine (listed under ``missing_fonts`` in the new manifest) instead of refusing.
         workers: rendering processes (default: the CPU count); the set does not depend on it.
     """
     from tqdm.auto import tqdm
 
     out = Path(out)
+    missing_fonts: Optional[List[Dict]] = None
     if manifest is not None:
         mpath = Path(manifest)
         if not mpath.is_file():
@@ -75,7 +78,8 @@ def build_glyph_set(out: PathLike, script: str = "hangul", chars: Optional[str] 
             degrade_params = m["degrade"]
         except (KeyError, TypeError, ValueError) as e:
             raise ValueError(f"{mpath}: not a glyph-set manifest ({type(e).__name__}: {e})") from None
-        faces = _resolve_faces(face_entries, font_dirs)
+        missing_fonts = [] if allow_missing_fonts else None
+        faces = _resolve_faces(face_entries, font_dirs, missing_fonts)
         min_fonts = 1
     else:
         if chars is None:
@@ -209,6 +213,7 @@ def build_glyph_set(out: PathLike, script: str = "hangul", chars: Optional[str] 
         "degrade": degrade_params,
         "fonts": [f.as_dict() for f in kept],
         "skipped_fonts": skipped,
+        "missing_fonts": missing_fonts or [],
         "train_identities": "".join(chars[i] for i in train_ids),
         "test_identities": "".join(chars[i] for i in test_ids),
         "counts": {"identities": len(chars), "faces": len(kept), "images": len(images),

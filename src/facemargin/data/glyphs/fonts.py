@@ -129,8 +129,11 @@ def find_fonts(chars: str, dirs: Optional[Sequence[PathLike]] = None, progress: 
     return faces
 
 
-def _resolve_faces(entries: List[Dict], dirs) -> List[FontFace]:
-    """The manifest's faces on this machine: each file found at its path or, by hash, anywhere under ``dirs``."""
+def _resolve_faces(entries: List[Dict], dirs, missing: Optional[List[Dict]] = None) -> List[FontFace]:
+    """The manifest's faces on this machine: each file found at its path or, by hash, anywhere under ``dirs``.
+
+    A face that is nowhere raises ``FileNotFoundError``, unless ``missing`` is a list: then the
+    face is left out and its manifest entry appended there."""
     by_hash: Optional[Dict[str, Path]] = None
     faces = []
     for e in entries:
@@ -141,6 +144,9 @@ def _resolve_faces(entries: List[Dict], dirs) -> List[FontFace]:
                 for f in font_files(dirs):
                     by_hash.setdefault(file_sha256(f), f)
             p = by_hash.get(e["sha256"])
+            if p is None and missing is not None:
+                missing.append(dict(e))
+                continue
             if p is None:
                 raise FileNotFoundError(
                     f"font {e['path']} (face {e['index']}, {e['name']}, sha256 {e['sha256'][:12]}...) of the manifest "
