@@ -16,6 +16,7 @@ def _public():
     from .allvsall import all_vs_all
     from .embed import embed_images
     from .identification import closed_set_accuracy, gallery_probe_split, identify, nearest_class_mean
+    from .quality import error_vs_reject, image_quality, quality_cuts, random_scores, stratified_tar
     from ..roc import IJB_FARS, roc_for_plot, tar_at_far_nearest, tar_at_fars, thin_roc
     from .verification import (
         auc,
@@ -54,4 +55,5 @@ __all__ = [
     "tar_at_fars",
     "roc_for_plot",
     "IJB_FARS",
+    "image_quality", "quality_cuts", "stratified_tar", "error_vs_reject", "random_scores",
 ]

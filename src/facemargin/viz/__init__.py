@@ -22,6 +22,7 @@ def _public():
                           plot_decision_boundaries, plot_feature_grid, plot_features_2d, plot_features_sphere,
                           plot_norm_grid, plot_norm_vs_correctness, plot_roc, plot_sample_shares, plot_sphere_grid,
                           plot_training_curves, roc_curve, series_colors)
+    from .figures import plot_error_vs_reject, plot_stratified_tar
     from .report import ReportWarning, read_metrics, read_npz, report_angle_stats, report_figures
     return locals()
 
@@ -34,4 +35,5 @@ __all__ = [
     "plot_norm_grid", "plot_norm_vs_correctness", "plot_roc", "plot_sample_shares", "plot_sphere_grid",
     "plot_training_curves", "roc_curve", "series_colors", "ReportWarning", "read_metrics", "read_npz",
     "report_angle_stats", "report_figures",
+    "plot_stratified_tar", "plot_error_vs_reject",
 ]

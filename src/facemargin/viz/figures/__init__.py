@@ -27,6 +27,7 @@ from .boundaries import decision_boundary, head_margin, plot_decision_boundaries
 from .common import series_colors
 from .embedding import plot_feature_grid, plot_features_2d, plot_features_sphere, plot_sphere_grid
 from .norms import plot_norm_grid, plot_norm_vs_correctness
+from .quality import plot_error_vs_reject, plot_stratified_tar
 from .roc import plot_roc, roc_curve
 from .shares import plot_sample_shares
 from .training import plot_training_curves
@@ -49,4 +50,5 @@ __all__ = [
     "plot_decision_boundaries",
     "plot_sample_shares",
     "series_colors",
+    "plot_stratified_tar", "plot_error_vs_reject",
 ]
