@@ -79,6 +79,50 @@ def test_report_table_figures_and_reference(bench):
         assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and f"({Path('figures') / (name + '.png')})" in text
 
 
+def test_every_run_is_read_by_image_quality(bench):
+    """Each run's unseen embeddings are kept, and every run gets the quality strata and the
+    error-versus-reject curves (own norm, softmax's norm, known quality, random); the report and the
+    figures show them."""
+    out, result = bench["tmp"] / "out", bench["result"]
+    quality = result["quality"]
+    assert set(quality) == set(HEADS) and all(set(q) == {"0", "1"} for q in quality.values())
+    n = len(B.UnseenEval(bench["kw"]["set_dir"]).labels)
+    for head in HEADS:
+        for seed in (0, 1):
+            run = out / "runs" / head / f"seed{seed}"
+            assert np.load(run / "unseen_embeddings.npy").shape == (n, 128)
+            a = quality[head][str(seed)]
+            assert a["far"] == result["curve_far"]
+            assert len(a["strata"]["bins"]) == 3
+            assert sum(b["num_genuine"] for b in a["strata"]["bins"]) == a["strata"]["num_genuine"]
+            assert set(a["erc"]) == {"own norm", "softmax norm", "known quality", "random"}
+            assert a["erc"]["own norm"]["fractions"][0] == 0.0
+    # softmax ranked by its own norm is the same curve as "softmax norm"
+    sm = quality["softmax"]["0"]["erc"]
+    assert sm["own norm"]["fnmr"] == sm["softmax norm"]["fnmr"]
+    text = (out / "report.md").read_text()
+    assert "## By image quality" in text and "| own norm | softmax norm | known quality | random |" in text
+    for name in ("quality_strata", "error_vs_reject"):
+        assert (out / "figures" / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_run_without_kept_embeddings_is_embedded_again_from_its_checkpoint(bench, tmp_path):
+    from facemargin.experiments import quality as Q
+
+    src = bench["tmp"] / "out" / "runs" / "sphereface" / "seed0"
+    run = tmp_path / "runs" / "sphereface" / "seed0"
+    shutil.copytree(src, run)
+    kept = np.load(run / "unseen_embeddings.npy")
+    (run / "unseen_embeddings.npy").unlink()
+    (run / "quality.json").unlink()
+    evaluator = B.UnseenEval(bench["kw"]["set_dir"])
+    again = Q.run_embeddings(run, evaluator)
+    np.testing.assert_allclose(again, kept, rtol=1e-5, atol=1e-5)
+    got = Q.analyse(tmp_path, [("sphereface", 0)], evaluator, size=16, far=bench["result"]["curve_far"])
+    assert got["sphereface"]["0"]["strata"] == bench["result"]["quality"]["sphereface"]["0"]["strata"]
+    assert "softmax norm" not in got["sphereface"]["0"]["erc"]  # no softmax run in that folder
+
+
 def test_plot_redraws_the_main_job_figures(bench, tmp_path):
     from facemargin.experiments.report import report_figures
 

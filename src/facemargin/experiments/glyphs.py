@@ -38,6 +38,8 @@ from ..eval.verification import verify
 from ..io import atomic_open, write_json
 from ..train.config import load_config
 from ..train.loop import Trainer
+from .quality import analyse as analyse_quality
+from .quality import save_embeddings
 from .protocol import (BUDGETS, CURVE_FAR, DEMO_HEADS, EMBEDDING, FARS, HEADS, LAMBDA_AT, LR,  # noqa: F401
                        MODEL, NEWER_HEADS, QUALITY_AWARE, S, available_heads)
 
@@ -137,6 +139,7 @@ class UnseenEval:
         emb = self.embed(model, self.images)
         res = self.score(emb, self.embed(model, self.pair_images))
         res["norms"] = np.linalg.norm(emb, axis=1)
+        res["embeddings"] = emb
         return res
 
     def pixels(self) -> Dict:
@@ -210,6 +213,7 @@ def train_run(name: str, spec: Dict, cfg: Dict, train_set, evaluator: UnseenEval
     model = trainer.model.eval()
     res = evaluator.final(model)
     norms = res.pop("norms")
+    save_embeddings(out, res.pop("embeddings"))
     with atomic_open(out / "unseen_norms.npz", "wb") as f:
         np.savez_compressed(f, norms=norms.astype(np.float32), labels=evaluator.labels,
                             **{k: np.asarray(v, dtype=np.float32) for k, v in evaluator.quality.items()})
@@ -377,7 +381,8 @@ def run_main_bench(out: str = "runs/bench", full: bool = False, set_dir: Optiona
     total = time.perf_counter() - t_start
     result = {"budget": budget, "curve_far": curve_far, "heads": names, "set": str(set_path), "manifest_counts": c, "rows": rows,
               "summary": summary, "pixels": pixels, "set_manifest": manifest, "missing_fonts": missing_fonts,
-              "reference": {"path": reference, "summary": reference_summary} if reference else None}
+              "reference": {"path": reference, "summary": reference_summary} if reference else None,
+              "quality": analyse_quality(out_dir, jobs, evaluator, size=int(gs.manifest["size"]), far=curve_far)}
     write_json(out_dir / "results.json", result)
     figs = write_main_report(out_dir, result, feature_figs, args_line=args_line, wall_seconds=total,
                              draw=figures)

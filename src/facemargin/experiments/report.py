@@ -275,7 +275,76 @@ def draw_figures(out: Path, result: Dict, fig_dir: Optional[Path] = None) -> Dic
     qa = [h for h in QUALITY_AWARE if h in summary] + [h for h in ("softmax", "arcface") if h in summary]
     if qa:
         draw("norm_quality", lambda p: _norm_quality_figure(p, out, summary, qa, colors))
+    quality = result.get("quality") or {}
+    if quality:
+        strata = {h: list(seeds.values()) for h, seeds in quality.items()}
+        far = _quality_far(quality)
+        draw("quality_strata", lambda p: F.plot_stratified_tar(
+            {h: [a["strata"] for a in runs] for h, runs in strata.items()}, p, far=far,
+            title=f"TAR at FAR {far:g} by the quality of the pair's lower image (one threshold for all pairs)"))
+        curves = _erc_curves(quality)
+        if curves:
+            draw("error_vs_reject", lambda p: F.plot_error_vs_reject(
+                curves, p, title=f"FNMR at FMR {far:g} as the lowest-ranked images are rejected"))
     return {k: os.path.relpath(v, out) for k, v in figs.items()}
+
+
+#: the rankings of the error-versus-reject table, in its column order
+ERC_RANKINGS = ("own norm", "softmax norm", "known quality", "random")
+
+
+def _quality_far(quality: Dict) -> float:
+    """The FAR the quality analysis was read at (the same for every run)."""
+    return float(next(iter(next(iter(quality.values())).values()))["far"])
+
+
+def _erc_curves(quality: Dict) -> Dict[str, List[Dict]]:
+    """The curves drawn: each quality-aware head and softmax ranked by their own norm, and the
+    known-quality and random rankings (on softmax's embeddings) as the bounds."""
+    curves: Dict[str, List[Dict]] = {}
+    for h in [h for h in QUALITY_AWARE if h in quality] + (["softmax"] if "softmax" in quality else []):
+        curves[f"{h} / own norm"] = [a["erc"]["own norm"] for a in quality[h].values()]
+    base = quality.get("softmax") or next(iter(quality.values()))
+    for name in ("known quality", "random"):
+        curves[name] = [a["erc"][name] for a in base.values()]
+    return curves
+
+
+def quality_lines(result: Dict) -> List[str]:
+    """The report's quality section: TAR by stratum and the error-versus-reject areas."""
+    quality = result.get("quality") or {}
+    if not quality:
+        return []
+    first = next(iter(next(iter(quality.values())).values()))["strata"]["bins"]
+    far = _quality_far(quality)
+    key = f"{far:g}"
+    heads = sorted(quality, key=lambda h: -np.mean([a["strata"]["tar"].get(key) or 0 for a in quality[h].values()]))
+
+    def mean(values):
+        v = [x for x in values if x is not None]
+        return f"{np.mean(v):.3f}" if v else "n/a"
+
+    cols = [f"q {b['quality_low']:.1f}-{b['quality_high']:.1f}" for b in first]
+    lines = ["## By image quality", "",
+             "Each unseen image's degradation is known, so its quality is too: the effective resolution "
+             "(the down-sampled resolution combined with the blur, in pixels). All-vs-all pairs fall into three "
+             "strata of about equal size by the quality of the pair's lower-quality image; TAR is read at the "
+             f"threshold that gives FAR {far:g} on all pairs, the one threshold a deployment would use. Mean over seeds.",
+             "", "| head | all pairs | " + " | ".join(cols) + " |", "|---|---|" + "---|" * len(cols)]
+    for h in heads:
+        runs = list(quality[h].values())
+        cells = [mean([a["strata"]["bins"][i]["tar"].get(key) for a in runs]) for i in range(len(cols))]
+        lines.append(f"| {h} | {mean([a['strata']['tar'].get(key) for a in runs])} | " + " | ".join(cells) + " |")
+    lines += ["", f"Error versus reject: FNMR at the threshold of FMR {far:g} on all pairs, as the lowest-ranked "
+              "0-50 % of the images are rejected; the table gives the area under that curve (lower is better). "
+              "*own norm* ranks by the head's feature norm, *softmax norm* by softmax's (same seed), *known "
+              "quality* by the true degradation (what a perfect quality score would do), *random* at random.",
+              "", "| head | " + " | ".join(ERC_RANKINGS) + " |", "|---|" + "---|" * len(ERC_RANKINGS)]
+    for h in heads:
+        runs = list(quality[h].values())
+        lines.append(f"| {h} | " + " | ".join(mean([(a["erc"].get(r) or {}).get("area") for a in runs])
+                                              for r in ERC_RANKINGS) + " |")
+    return lines + [""]
 
 
 def main_job_result(bench_dir: Path) -> Optional[Dict]:
@@ -417,7 +486,7 @@ def write_main_report(out: Path, result: Dict, feature_figs: Dict[str, str], arg
     lines.append("| raw pixels (no training) | " + " | ".join(
         f"{pixels['tar_at_far'][f]:.3f}" if f in pixels["tar_at_far"] else "n/a" for f in fars)
         + f" | {pixels['pair_accuracy']:.3f} | {pixels['eer']:.3f} | {pixels['rank1']:.3f} | 0 |")
-    lines += [""] + reference_lines(result)
+    lines += [""] + reference_lines(result) + quality_lines(result)
     lines += ["## What the numbers show", ""]
     for p in reading(out, result):
         lines += [p, ""]
@@ -429,6 +498,8 @@ def write_main_report(out: Path, result: Dict, feature_figs: Dict[str, str], arg
             "training": "training loss and accuracy (first seed)",
             "convergence": "ATL direct and step against SphereFace",
             "norm_quality": "feature norm against the resolution of the test image",
+            "quality_strata": "TAR by the quality of the pair's lower image (one threshold for all pairs)",
+            "error_vs_reject": "error versus reject: FNMR as the lowest-ranked images are rejected",
             "features_2d": "2-D features (LeNet++ on Fashion-MNIST, the papers' MNIST figure)",
             "features_3d": "3-D features on the unit sphere (LeNet++ on Fashion-MNIST)",
         }
