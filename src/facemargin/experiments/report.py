@@ -303,14 +303,18 @@ def _quality_far(quality: Dict) -> float:
 
 
 def _erc_curves(quality: Dict) -> Dict[str, List[Dict]]:
-    """The curves drawn: each quality-aware head and softmax ranked by their own norm, and the
-    known-quality and random rankings (on softmax's embeddings) as the bounds."""
+    """The curves drawn: each quality-aware head's embeddings (softmax's when none ran), rejected by
+    the head's own norm, by softmax's norm, by the known quality (the first head only) and at random,
+    so the rankings compete on the same pairs."""
+    heads = [h for h in QUALITY_AWARE if h in quality] or [h for h in ("softmax",) if h in quality]
     curves: Dict[str, List[Dict]] = {}
-    for h in [h for h in QUALITY_AWARE if h in quality] + (["softmax"] if "softmax" in quality else []):
-        curves[f"{h} / own norm"] = [a["erc"]["own norm"] for a in quality[h].values()]
-    base = quality.get("softmax") or next(iter(quality.values()))
-    for name in ("known quality", "random"):
-        curves[name] = [a["erc"][name] for a in base.values()]
+    for i, h in enumerate(heads):
+        for name in ("own norm", "softmax norm", "known quality", "random"):
+            if name == "known quality" and i:
+                continue
+            runs = [a["erc"][name] for a in quality[h].values() if name in a["erc"]]
+            if runs:
+                curves[f"{h}: {name}"] = runs
     return curves
 
 
