@@ -123,6 +123,24 @@ def test_a_run_without_kept_embeddings_is_embedded_again_from_its_checkpoint(ben
     assert "softmax norm" not in got["sphereface"]["0"]["erc"]  # no softmax run in that folder
 
 
+def test_runs_of_committed_results_are_reused_when_they_match_exactly(bench, tmp_path, monkeypatch):
+    def no_training(*a, **k):
+        raise AssertionError("a matching run was trained again")
+
+    kw = dict(bench["kw"], out=str(tmp_path / "again"), reuse=str(bench["tmp"] / "out" / "results.json"))
+    monkeypatch.setattr(B, "train_run", no_training)
+    result = B.run_main_bench(**kw)
+    strip = lambda rows: sorted((json.dumps({k: v for k, v in r.items() if k != "reused_from"}, sort_keys=True)  # noqa: E731
+                                 for r in rows))
+    assert strip(result["rows"]) == strip(bench["result"]["rows"])
+    assert all(r["reused_from"].endswith("results.json") for r in result["rows"])
+    assert result["quality"] == {}  # reused runs have no embeddings or checkpoint to read by quality
+    monkeypatch.undo()
+    # another budget: nothing matches, so the runs are trained
+    other = dict(bench["kw"], out=str(tmp_path / "other"), reuse=kw["reuse"], steps=3, heads=["softmax"], seeds=[0])
+    assert B.run_main_bench(**other)["rows"][0].get("reused_from") is None
+
+
 def test_plot_redraws_the_main_job_figures(bench, tmp_path):
     from facemargin.experiments.report import report_figures
 

@@ -276,12 +276,44 @@ def _reference_summary(path: str, names: List[str]) -> Dict:
         raise ValueError(f"{p}: not a bench results.json ({type(e).__name__}: {e})") from None
 
 
+def _reuse_rows(path: str, jobs, specs: Dict, out_dir: Path, budget: Dict, counts: Dict, config_of) -> int:
+    """Write the rows of another bench's ``results.json`` as finished runs where they match a job
+    exactly: the same set (its counts), steps, batch, seed, loss, auxiliary loss and recipe."""
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"results to reuse not found: {p}")
+    try:
+        other = json.loads(p.read_text(encoding="utf-8"))
+        same_budget = (other["budget"]["steps"], other["budget"]["batch"]) == (budget["steps"], budget["batch"])
+        rows = {(r["head"], int(r["seed"])): r for r in other["rows"]} if same_budget else {}
+        same_set = other.get("manifest_counts") == counts
+    except (KeyError, TypeError, ValueError) as e:
+        raise ValueError(f"{p}: not a bench results.json ({type(e).__name__}: {e})") from None
+    if not same_set:
+        print(f"[bench] {p} was run on another glyph set; none of its runs is reused")
+        return 0
+    reused = 0
+    for head, seed in jobs:
+        run_dir = out_dir / "runs" / head / f"seed{seed}"
+        row = rows.get((head, seed))
+        if row is None or (run_dir / "result.json").is_file():
+            continue
+        cfg = config_of(head, seed)
+        want = {"loss": cfg["loss"], "aux": cfg["aux"], "recipe": specs[head].get("recipe", "")}
+        if json.loads(json.dumps(want)) != row.get("config"):
+            continue
+        write_json(run_dir / "result.json", {**row, "reused_from": str(p)})
+        reused += 1
+    print(f"[bench] {reused} finished run(s) reused from {p}")
+    return reused
+
+
 def run_main_bench(out: str = "runs/bench", full: bool = False, set_dir: Optional[str] = None,
                    heads: Optional[List[str]] = None, seeds: Optional[List[int]] = None, steps: Optional[int] = None,
                    batch: Optional[int] = None, device: str = "auto", figures: bool = True,
                    fashion_root: Optional[str] = None, feature_figures: bool = True,
                    args_line: str = "facemargin bench", manifest: Optional[str] = None,
-                   reference: Optional[str] = None) -> Dict:
+                   reference: Optional[str] = None, reuse: Optional[str] = None) -> Dict:
     """Run (or continue) the main job; writes ``OUT/results.json``, ``OUT/report.md`` and ``OUT/figures/``.
 
     Args:
@@ -293,6 +325,9 @@ def run_main_bench(out: str = "runs/bench", full: bool = False, set_dir: Optiona
             the faces whose fonts this machine lacks; the report names them.
         reference: a ``results.json`` of a bench over several seeds (the committed full report):
             the report then marks each difference to softmax as within or beyond its seed spread.
+        reuse: a ``results.json`` whose runs count as finished here when they match a job exactly
+            (same set, steps, batch, seed and head settings), so a bench continues from committed
+            results on another machine or checkout.
         heads, seeds, steps, batch: override the budget's.
         fashion_root: Fashion-MNIST folder for the 2-D/3-D feature figures.
         feature_figures: train the Fashion-MNIST feature runs for those figures.
@@ -343,6 +378,10 @@ def run_main_bench(out: str = "runs/bench", full: bool = False, set_dir: Optiona
         write_json(pix_path, pixels)
 
     jobs = [(n, s) for s in budget["seeds"] for n in names]
+    if reuse:
+        _reuse_rows(reuse, jobs, specs, out_dir, budget, c, lambda n, s: run_config(
+            n, specs[n], set_path, out_dir / "runs" / n / f"seed{s}", budget["steps"], budget["batch"], s,
+            budget["eval_every"], device, image_size=int(gs.manifest["size"])))
     done = {(n, s) for n, s in jobs if (out_dir / "runs" / n / f"seed{s}" / "result.json").is_file()}
     todo = [j for j in jobs if j not in done]
     print(f"[bench] {len(jobs)} runs ({len(names)} heads x {len(budget['seeds'])} seeds, {budget['steps']} steps of "

@@ -102,7 +102,10 @@ def analyse(out_dir: Path, jobs: List[Tuple[str, int]], evaluator, size: int, fa
         run_dir = Path(out_dir) / "runs" / head / f"seed{seed}"
         if not (run_dir / "result.json").is_file():
             continue
-        if head == "softmax":
-            softmax[seed] = np.linalg.norm(run_embeddings(run_dir, evaluator), axis=1)
-        result.setdefault(head, {})[str(seed)] = analyse_run(run_dir, evaluator, quality, softmax.get(seed), seed, far)
+        try:
+            if head == "softmax":
+                softmax[seed] = np.linalg.norm(run_embeddings(run_dir, evaluator), axis=1)
+            result.setdefault(head, {})[str(seed)] = analyse_run(run_dir, evaluator, quality, softmax.get(seed), seed, far)
+        except FileNotFoundError as e:  # a run reused from another machine's results has neither
+            print(f"[bench] {head} seed {seed} is not read by quality: {e}")
     return result
