@@ -7,7 +7,7 @@ import json
 import pytest
 
 from facemargin.experiments.glyphs import _default_set_dir, _reference_summary
-from facemargin.experiments.report import reference_lines, set_line
+from facemargin.experiments.sections import reference_lines, set_line
 
 
 def _stat(mean, std=0.0):
