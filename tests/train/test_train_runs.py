@@ -207,3 +207,18 @@ def test_a_checkpoint_of_the_earlier_layout_still_resumes_and_loads(tmp_path, ca
     assert "done: 2 steps in this call (steps 4-5), 5 of 5 in all" in capsys.readouterr().out
     state = load_checkpoint(run / "checkpoint.pt")
     assert state["step"] == 5 and int(state["loss"]["schedule.iteration"]) == 5
+
+
+def test_a_state_that_does_not_fit_is_told_in_one_short_line():
+    import torch
+
+    from facemargin.train.state import state_mismatch
+
+    module = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.Linear(3, 2))
+    state = {f"x{i}": torch.zeros(1) for i in range(500)}  # a different model altogether
+    state["0.weight"] = torch.zeros(5, 4)
+    line = state_mismatch(module, state)
+    assert "\n" not in line and len(line) < 300
+    assert line.startswith("3 missing keys, e.g. 0.bias, 1.weight; 500 unexpected keys, e.g. x0, x1; ")
+    assert line.endswith("1 of another shape (checkpoint vs run): 0.weight (5, 4) vs (3, 4)")
+    assert state_mismatch(module, module.state_dict()) == "the states differ"

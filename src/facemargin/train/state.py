@@ -36,10 +36,12 @@ def state_mismatch(module: nn.Module, state: Dict) -> str:
     shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in own
               if k in state and torch.is_tensor(state[k]) and tuple(state[k].shape) != tuple(own[k].shape)]
     parts = []
-    for what, items in (("missing", missing), ("unexpected", unexpected), ("of another shape (checkpoint vs run)", shapes)):
-        if items:
-            parts.append(f"{len(items)} {what}" + (f" keys, e.g. {', '.join(items[:2])}" if what != "of another shape (checkpoint vs run)"
-                                                    else f": {', '.join(items[:2])}"))
+    if missing:
+        parts.append(f"{len(missing)} missing keys, e.g. {', '.join(missing[:2])}")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected keys, e.g. {', '.join(unexpected[:2])}")
+    if shapes:
+        parts.append(f"{len(shapes)} of another shape (checkpoint vs run): {', '.join(shapes[:2])}")
     return "; ".join(parts) or "the states differ"
 
 
