@@ -141,6 +141,22 @@ def test_runs_of_committed_results_are_reused_when_they_match_exactly(bench, tmp
     assert B.run_main_bench(**other)["rows"][0].get("reused_from") is None
 
 
+def test_finished_only_reports_what_is_there_and_names_the_rest(bench, tmp_path, monkeypatch):
+    def no_training(*a, **k):
+        raise AssertionError("--finished-only trained a run")
+
+    out = tmp_path / "out"
+    shutil.copytree(bench["tmp"] / "out", out)
+    monkeypatch.setattr(B, "train_run", no_training)
+    kw = dict(bench["kw"], out=str(out), heads=HEADS + ["cosface"], finished_only=True)
+    result = B.run_main_bench(**kw)
+    assert result["not_run"] == ["cosface seed 0", "cosface seed 1"]
+    assert sorted({r["head"] for r in result["rows"]}) == sorted(HEADS) and len(result["rows"]) == 2 * len(HEADS)
+    assert "Still to run (2): cosface seed 0, cosface seed 1;" in (out / "report.md").read_text()
+    with pytest.raises(ValueError, match="no finished run to report"):
+        B.run_main_bench(**dict(kw, out=str(tmp_path / "empty"), heads=["cosface"]))
+
+
 def test_plot_redraws_the_main_job_figures(bench, tmp_path):
     from facemargin.experiments.report import report_figures
 

@@ -37,8 +37,11 @@ def register(sub) -> None:
     b.add_argument("--manifest", help="build the glyph set from this manifest.json (e.g. the committed report's "
                                       "docs/results/bench/glyph_set_manifest.json); faces whose fonts are missing "
                                       "here are left out and named in the report")
-    b.add_argument("--reuse", help="a results.json whose runs count as finished where they match a job exactly "
-                                   "(same set, budget, seed and head settings), e.g. docs/results/bench/results.json")
+    b.add_argument("--reuse", action="append", help="a results.json whose runs count as finished where they match a "
+                                                    "job exactly (same set, budget, seed and head settings), e.g. "
+                                                    "docs/results/bench/results.json; repeatable")
+    b.add_argument("--finished-only", action="store_true",
+                   help="train nothing: write the results and report of the finished runs, naming those still to run")
     b.add_argument("--reference", help="a results.json over several seeds (e.g. docs/results/bench/results.json): "
                                        "the report marks each difference to softmax as within or beyond its spread")
     b.set_defaults(func=run_bench_cli)
@@ -82,7 +85,8 @@ def run_bench_cli(args) -> int:
     run_main_bench(out=args.out, full=args.full, set_dir=args.data, heads=_list(args.heads),
                    seeds=_list(args.seeds, int), steps=args.steps, batch=args.batch, device=args.device,
                    figures=not args.no_figures, fashion_root=args.fashion_data,
-                   args_line=_command_line(), manifest=args.manifest, reference=args.reference, reuse=args.reuse)
+                   args_line=_command_line(), manifest=args.manifest, reference=args.reference, reuse=args.reuse,
+                   finished_only=args.finished_only)
     return 0
 
 

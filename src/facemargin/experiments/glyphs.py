@@ -25,7 +25,7 @@ import json
 import math
 import time
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -313,7 +313,8 @@ def run_main_bench(out: str = "runs/bench", full: bool = False, set_dir: Optiona
                    batch: Optional[int] = None, device: str = "auto", figures: bool = True,
                    fashion_root: Optional[str] = None, feature_figures: bool = True,
                    args_line: str = "facemargin bench", manifest: Optional[str] = None,
-                   reference: Optional[str] = None, reuse: Optional[str] = None) -> Dict:
+                   reference: Optional[str] = None, reuse: Union[None, str, Sequence[str]] = None,
+                   finished_only: bool = False) -> Dict:
     """Run (or continue) the main job; writes ``OUT/results.json``, ``OUT/report.md`` and ``OUT/figures/``.
 
     Args:
@@ -325,9 +326,10 @@ def run_main_bench(out: str = "runs/bench", full: bool = False, set_dir: Optiona
             the faces whose fonts this machine lacks; the report names them.
         reference: a ``results.json`` of a bench over several seeds (the committed full report):
             the report then marks each difference to softmax as within or beyond its seed spread.
-        reuse: a ``results.json`` whose runs count as finished here when they match a job exactly
-            (same set, steps, batch, seed and head settings), so a bench continues from committed
-            results on another machine or checkout.
+        reuse: one or more ``results.json`` whose runs count as finished here when they match a job
+            exactly (same set, steps, batch, seed and head settings), so a bench continues from
+            committed results on another machine or checkout.
+        finished_only: train nothing: report the finished runs and name the ones still to run.
         heads, seeds, steps, batch: override the budget's.
         fashion_root: Fashion-MNIST folder for the 2-D/3-D feature figures.
         feature_figures: train the Fashion-MNIST feature runs for those figures.
@@ -378,12 +380,18 @@ def run_main_bench(out: str = "runs/bench", full: bool = False, set_dir: Optiona
         write_json(pix_path, pixels)
 
     jobs = [(n, s) for s in budget["seeds"] for n in names]
-    if reuse:
-        _reuse_rows(reuse, jobs, specs, out_dir, budget, c, lambda n, s: run_config(
+    for path in ([reuse] if isinstance(reuse, str) else list(reuse or [])):
+        _reuse_rows(path, jobs, specs, out_dir, budget, c, lambda n, s: run_config(
             n, specs[n], set_path, out_dir / "runs" / n / f"seed{s}", budget["steps"], budget["batch"], s,
             budget["eval_every"], device, image_size=int(gs.manifest["size"])))
     done = {(n, s) for n, s in jobs if (out_dir / "runs" / n / f"seed{s}" / "result.json").is_file()}
     todo = [j for j in jobs if j not in done]
+    not_run = []
+    if finished_only:  # report what is there; the rest is named, not trained
+        not_run = [f"{n} seed {s}" for n, s in todo]
+        jobs, todo = [j for j in jobs if j in done], []
+        if not jobs:
+            raise ValueError(f"{out_dir}: no finished run to report")
     print(f"[bench] {len(jobs)} runs ({len(names)} heads x {len(budget['seeds'])} seeds, {budget['steps']} steps of "
           f"batch {budget['batch']}); {len(done)} already finished, {len(todo)} to run")
     bar = tqdm(total=len(todo) * budget["steps"], unit="step", desc="bench", dynamic_ncols=True, mininterval=5)
@@ -421,7 +429,8 @@ def run_main_bench(out: str = "runs/bench", full: bool = False, set_dir: Optiona
     result = {"budget": budget, "curve_far": curve_far, "heads": names, "set": str(set_path), "manifest_counts": c, "rows": rows,
               "summary": summary, "pixels": pixels, "set_manifest": manifest, "missing_fonts": missing_fonts,
               "reference": {"path": reference, "summary": reference_summary} if reference else None,
-              "quality": analyse_quality(out_dir, jobs, evaluator, size=int(gs.manifest["size"]), far=curve_far)}
+              "quality": analyse_quality(out_dir, jobs, evaluator, size=int(gs.manifest["size"]), far=curve_far),
+              "not_run": not_run}
     write_json(out_dir / "results.json", result)
     figs = write_main_report(out_dir, result, feature_figs, args_line=args_line, wall_seconds=total,
                              draw=figures)

@@ -356,6 +356,9 @@ def write_main_report(out: Path, result: Dict, feature_figs: Dict[str, str], arg
         scope = (f"a reduced run: the documented `--full` budget is every head and loss, seeds 0-2, {full['steps']} "
                  f"steps of batch {full['batch']}; this report covers the heads, seeds and steps named here, which is "
                  "what the machine allowed. Re-running its command with more heads or seeds reuses the finished runs.")
+    if result.get("not_run"):
+        scope += (f" Still to run ({len(result['not_run'])}): {', '.join(result['not_run'])}; the same command "
+                  "without `--finished-only` runs them and reuses every finished run.")
     lines = [
         "# facemargin bench: margin heads on a thousands-of-identities glyph set, TAR at low FAR",
         "",
