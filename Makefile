@@ -11,7 +11,7 @@ demo: setup
 
 bench-full: setup
 	nice .venv/bin/facemargin bench --full --out runs/bench-full --manifest docs/results/bench/glyph_set_manifest.json \
-		--reuse docs/results/bench/results.json
+		--reuse docs/results/bench/results.json --reuse docs/results/bench/progress/results.json
 
 # every loss on Fashion-MNIST (open-set pairs of unseen classes), small budget
 bench-quick: setup
