@@ -85,15 +85,18 @@ def save_torch(obj: Any, path: PathLike) -> None:
         torch.save(obj, f)
 
 
-def load_torch(path: PathLike, map_location="cpu") -> Any:
-    """Load a checkpoint with ``weights_only=True`` (no arbitrary code from pickles)."""
+def load_torch(path: PathLike, map_location="cpu", mmap: bool = False) -> Any:
+    """Load a checkpoint with ``weights_only=True`` (no arbitrary code from pickles).
+
+    ``mmap=True`` maps the tensors instead of reading them, for a caller that only looks at the
+    plain entries (a run's step or config) of what may be a multi-gigabyte file."""
     import torch
 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except Exception as e:  # corrupted or hostile file
         raise ValueError(f"cannot load checkpoint {path}: {e}") from e
 

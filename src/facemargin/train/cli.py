@@ -52,10 +52,10 @@ def register(sub) -> None:
 
 def _run_base(ckpt: str) -> Dict:
     """The defaults, overlaid with the settings a checkpoint was trained with."""
-    from .checkpoint import load_checkpoint
+    from .checkpoint import check_checkpoint
     from .config import DEFAULTS
 
-    saved = load_checkpoint(ckpt)["config"]
+    saved = check_checkpoint(load_torch(ckpt, mmap=True), ckpt)["config"]  # the settings only: tensors mapped
     base = copy.deepcopy(DEFAULTS)
     for section, table in saved.items():
         if section in base and isinstance(table, dict):
@@ -137,7 +137,7 @@ def run_contents(folder: Path) -> List[str]:
         text = name
         if name == "checkpoint.pt":
             try:
-                text += f" (step {int(load_torch(path)['step'])})"
+                text += f" (step {int(load_torch(path, mmap=True)['step'])})"
             except Exception:  # noqa: BLE001  (unreadable: still a run's file)
                 text += " (unreadable)"
         elif name == "metrics.jsonl":
@@ -152,10 +152,10 @@ def guard_out(folders: List[Path], resume: Optional[str], overwrite: bool) -> Li
     is given; return the folders whose run is to be replaced (once every check has passed)."""
     replace = []
     for folder in folders:
+        if resume and Path(resume).resolve().parent == folder.resolve():
+            continue  # the run being resumed
         found = run_contents(folder)
         if not found:
-            continue
-        if resume and Path(resume).resolve().parent == folder.resolve():
             continue
         if not overwrite:
             hint = f"continue it with --resume {folder / 'checkpoint.pt'}, " if (folder / "checkpoint.pt").exists() else ""
