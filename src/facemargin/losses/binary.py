@@ -12,6 +12,12 @@ from .head import MarginHead
 Tensor = torch.Tensor
 
 
+def softplus_grad(z: Tensor) -> Tensor:
+    """``d softplus(z)/dz`` exactly as autograd gives it for ``F.softplus`` (``σ(z)``, and 1 past
+    its linear threshold 20)."""
+    return torch.ops.aten.softplus_backward(torch.ones((), dtype=z.dtype, device=z.device).expand_as(z), z, 1.0, 20.0)
+
+
 class BinaryMarginHead(MarginHead):
     """A head whose loss is a sum of per-column binary terms (the one-vs-rest objective):
 
@@ -22,7 +28,8 @@ class BinaryMarginHead(MarginHead):
     ``Σ neg`` block by block (no ``(B, C)`` tensor is kept by the fused engine) and sum it
     across ranks on a sharded store.
 
-    Subclasses define :meth:`pos`, :meth:`neg` (elementwise, differentiable) and :meth:`norm`,
+    Subclasses define :meth:`pos`, :meth:`neg` (elementwise, differentiable; its derivative in
+    closed form as ``neg_grad`` where it is cheap) and :meth:`norm`,
     and may hold a shared scalar bias ``b`` (a parameter replicated on every rank, see
     :meth:`column_bias`).
     """
@@ -33,10 +40,14 @@ class BinaryMarginHead(MarginHead):
     def neg(self, z: Tensor) -> Tensor:
         raise NotImplementedError
 
+    #: optional: a method ``neg_grad(z)``, the derivative of :meth:`neg` in closed form (else the
+    #: fused engine differentiates :meth:`neg` with autograd, slice by slice)
+    neg_grad = None
+
     def norm(self) -> float:
         """Factor of the summed terms before the mean over the batch."""
         return 1.0
 
     @property
     def objective(self) -> OneVsRest:
-        return OneVsRest(self.pos, self.neg, self.norm())
+        return OneVsRest(self.pos, self.neg, self.norm(), self.neg_grad)

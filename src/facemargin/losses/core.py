@@ -165,6 +165,20 @@ class Margin(CheckedParams, nn.Module):
     def others(self, c: Tensor, ctx: MarginContext) -> Tensor:
         return c
 
+    def others_and_grad(self, c: Tensor, ctx: MarginContext):
+        """``(others(c), d others/dc)`` elementwise, the derivative None where it is 1 everywhere
+        (``c`` is the engine's own temporary: an override may work on it in place).
+
+        The fused engine folds the derivative into its gradient block while the plain cosines are
+        at hand, so the transform never costs a second GEMM. The default differentiates
+        :meth:`others` with autograd; a margin with a closed form overrides this.
+        """
+        with torch.enable_grad():
+            cc = c.detach().requires_grad_(True)
+            v = self.others(cc, ctx)
+            (g,) = torch.autograd.grad(v.sum(), cc)
+        return v.detach(), g
+
     def regularizer(self, ctx: MarginContext) -> Optional[Tensor]:
         return None
 
@@ -340,6 +354,37 @@ def target_logit(x: Tensor, w: Tensor, spec: MarginSpec, ctx: MarginContext, sca
     if bias is not None:
         z = z + bias.to(z.dtype)
     return z
+
+
+class ScaledOthers:
+    """A margin's non-target transform on logits ``z = s·c``: ``s·others(z/s)``, elementwise.
+
+    Called, it gives the transformed logits (what the plain engine uses, differentiated by
+    autograd); :meth:`value_and_grad` also gives ``d/dz``, which equals ``d others/dc`` at
+    ``c = z/s`` (None where it is 1 everywhere).
+    """
+
+    def __init__(self, margin: Margin, ctx: MarginContext, scale):
+        self.margin, self.ctx, self.scale = margin, ctx, scale
+
+    def __call__(self, z: Tensor) -> Tensor:
+        return self.scale * self.margin.others(z / self.scale, self.ctx)
+
+    def value_and_grad(self, z: Tensor):
+        s = self.scale.detach() if isinstance(self.scale, Tensor) else self.scale
+        v, g = self.margin.others_and_grad(z / s, self.ctx)
+        return s * v, g
+
+    def apply_(self, z: Tensor, grad: bool = False) -> Optional[Tensor]:
+        """Transform ``z`` in place; with ``grad``, return ``d/dz`` (None where it is 1 everywhere)."""
+        s = self.scale.detach() if isinstance(self.scale, Tensor) else self.scale
+        c = z / s
+        if grad:
+            v, g = self.margin.others_and_grad(c, self.ctx)
+        else:
+            v, g = self.margin.others(c, self.ctx), None
+        torch.mul(v, s, out=z)
+        return g
 
 
 def features(x: Tensor, spec: MarginSpec, scale=1.0) -> Tensor:

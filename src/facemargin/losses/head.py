@@ -31,7 +31,7 @@ import torch
 import torch.nn as nn
 
 from .checks import SCALE, SIZE, Check, CheckedParams, Flag, Integer, Real, check_batch, check_embeddings
-from .core import MarginContext, MarginSpec, MarginStats, features, target_cosines, target_logit
+from .core import MarginContext, MarginSpec, MarginStats, ScaledOthers, features, target_cosines, target_logit
 from .engines import ENGINES, SOFTMAX, engine_argument
 from .stores import DenseStore, LocalComm, WeightStore
 
@@ -297,8 +297,7 @@ class MarginHead(CheckedParams, nn.Module):
     def _others(self, ctx, scale):
         if not self.margin.changes_others:
             return None
-        margin = self.margin
-        return lambda z: scale * margin.others(z / scale, ctx)
+        return ScaledOthers(self.margin, ctx, scale)
 
     def logits(self, x: Tensor, y: Optional[Tensor] = None) -> Tensor:
         """The ``(B, C)`` logits whose loss ``forward`` returns (no margin if y is None).

@@ -10,7 +10,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .binary import BinaryMarginHead
+from .binary import BinaryMarginHead, softplus_grad
 from .checks import COSINE, SCALE, Choice, Integer, Real
 from .core import Margin, MarginSpec
 from .registry import LOSSES
@@ -39,6 +39,12 @@ class SphereFace2Margin(Margin):
 
     def others(self, c, ctx):
         return c + (self.g(c) + self.m - c).detach()
+
+    def others_and_grad(self, c, ctx):
+        # the offset is detached: the gradient is that of c, 1 everywhere; the value g(c) + m,
+        # computed in place on the engine's temporary c
+        with torch.no_grad():
+            return c.add_(1.0).mul_(0.5).pow_(self.t).mul_(2.0).add_(self.m - 1.0), None
 
     def extra_repr(self):
         return f"m={self.m}, t={self.t}"
@@ -97,3 +103,6 @@ class SphereFace2(BinaryMarginHead):
 
     def neg(self, z):
         return (1.0 - self.alpha) * F.softplus(z)
+
+    def neg_grad(self, z):
+        return softplus_grad(z).mul_(1.0 - self.alpha)

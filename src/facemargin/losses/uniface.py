@@ -11,7 +11,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .binary import BinaryMarginHead
+from .binary import BinaryMarginHead, softplus_grad
 from .checks import COSINE, SCALE, Choice, Flag, Real
 from .core import AdditiveMargin, MarginSpec
 from .registry import LOSSES
@@ -68,3 +68,8 @@ class UniFace(BinaryMarginHead):
 
     def neg(self, z):
         return self.l * F.softplus(z.clamp(-self.s, self.s))
+
+    def neg_grad(self, z):
+        # l·softplus'(z) inside [-s, s]; the clamp passes no gradient outside
+        inside = (z >= -self.s) & (z <= self.s)
+        return softplus_grad(z.clamp(-self.s, self.s)).mul_(self.l).mul_(inside)

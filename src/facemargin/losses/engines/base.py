@@ -53,15 +53,40 @@ class Softmax:
 SOFTMAX = Softmax()
 
 
+class Elementwise:
+    """An elementwise function and, for engines that build gradient blocks themselves, its
+    derivative: ``value_and_grad(z)`` gives both, from the closed form ``grad`` when there is one,
+    else by autograd."""
+
+    def __init__(self, fn: Callable[[Tensor], Tensor], grad: Optional[Callable[[Tensor], Tensor]] = None):
+        self.fn, self.grad = fn, grad
+
+    def __call__(self, z: Tensor) -> Tensor:
+        return self.fn(z)
+
+    def value_and_grad(self, z: Tensor):
+        if self.grad is not None:
+            with torch.no_grad():
+                return self.fn(z), self.grad(z)
+        with torch.enable_grad():
+            zz = z.detach().requires_grad_(True)
+            v = self.fn(zz)
+            (g,) = torch.autograd.grad(v.sum(), zz)
+        return v.detach(), g
+
+
 class OneVsRest:
     """One binary loss per class column: ``pos`` on the target, ``neg`` on every other column,
-    summed, multiplied by ``norm`` and averaged over the batch. Always needs the target logit."""
+    summed, multiplied by ``norm`` and averaged over the batch. Always needs the target logit.
+    ``neg_grad``, the derivative of ``neg`` in closed form, spares the engines an autograd pass."""
 
     name = "one_vs_rest"
     needs_target = True
 
-    def __init__(self, pos: Callable[[Tensor], Tensor], neg: Callable[[Tensor], Tensor], norm: float = 1.0):
-        self.pos, self.neg, self.norm = pos, neg, float(norm)
+    def __init__(self, pos: Callable[[Tensor], Tensor], neg: Callable[[Tensor], Tensor], norm: float = 1.0,
+                 neg_grad: Optional[Callable[[Tensor], Tensor]] = None):
+        self.pos, self.norm = pos, float(norm)
+        self.neg = Elementwise(neg, neg_grad)
 
     def __repr__(self):
         return f"OneVsRest(norm={self.norm})"
