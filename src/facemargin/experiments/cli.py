@@ -25,7 +25,10 @@ def register(sub) -> None:
     b.add_argument("--full", action="store_true", help="every head and loss, 3 seeds, 1500 steps of batch 256")
     b.add_argument("--data", help="glyph set folder (default runs/glyphs-hangul, built when absent); "
                                   "with --dataset fashion-mnist: the Fashion-MNIST folder")
-    b.add_argument("--heads", "--losses", dest="heads", help="comma-separated subset of heads")
+    b.add_argument("--heads", "--losses", dest="heads",
+                   help="comma-separated bench entries; the groups 'paper' (each head at its paper's settings, and "
+                        "CurricularFace with warm-up and clipping) and 'atl-ablation' (the ATL grid: both recipes, "
+                        "m 2/4, lambda_min 3/5, semi-hard on/off) stand for their entries, which --full leaves out")
     b.add_argument("--seeds", help="comma-separated seeds (default: the budget's)")
     b.add_argument("--steps", type=int, help="training steps per run (overrides the budget)")
     b.add_argument("--batch", type=int, help="batch size (overrides the budget)")

@@ -40,25 +40,73 @@ from ..train.config import load_config
 from ..train.loop import Trainer
 from .quality import analyse as analyse_quality
 from .quality import save_embeddings
-from .protocol import (BUDGETS, CURVE_FAR, DEMO_HEADS, EMBEDDING, FARS, HEADS, LAMBDA_AT, LR,  # noqa: F401
-                       MODEL, NEWER_HEADS, QUALITY_AWARE, S, available_heads)
+from .protocol import (ATL_ABLATION, BUDGETS, CURVE_FAR, DEMO_HEADS, EMBEDDING, EXTRA_HEADS, FARS,  # noqa: F401
+                       HEAD_GROUPS, HEADS, LAMBDA_AT, LR, MODEL, NEWER_HEADS, PAPER_EXTRAS, PAPER_SOURCES, PAPER_TAG,
+                       QUALITY_AWARE, S, available_heads)
+
+
+def _defaults(loss: str) -> Dict:
+    """The keyword defaults of a registered loss's constructor (empty when it has no signature)."""
+    try:
+        sig = inspect.signature(losses.LOSSES.get(loss))
+    except (TypeError, ValueError):
+        return {}
+    return {k: p.default for k, p in sig.parameters.items() if p.default is not inspect.Parameter.empty}
+
+
+def paper_heads() -> List[str]:
+    """The entries of the full list that have a scale ``s`` and train at settings other than their
+    loss's constructor defaults (the shared scale, most often), in the full list's order."""
+    out = []
+    for name in available_heads(True):
+        spec = head_spec(name)
+        if spec.get("aux") or spec.get("recipe") or spec.get("optim"):
+            continue
+        params, defaults = spec["loss"].get("params", {}), _defaults(spec["loss"]["name"])
+        if "s" in defaults and any(k in defaults and defaults[k] != v for k, v in params.items()):
+            out.append(name)
+    return out
+
+
+def paper_entries() -> List[str]:
+    """The ``<head>@paper`` entries: each derived head that has a source in ``PAPER_SOURCES``."""
+    return [h + PAPER_TAG for h in paper_heads() if h in PAPER_SOURCES]
+
+
+def head_groups() -> Dict[str, List[str]]:
+    """What each group name of ``--heads`` stands for."""
+    return {"paper": paper_entries() + list(PAPER_EXTRAS), "atl-ablation": list(ATL_ABLATION)}
+
+
+def expand_heads(names: Sequence[str]) -> List[str]:
+    """``names`` with every group name replaced in place by its entries; repeats dropped."""
+    groups = head_groups() if any(n in HEAD_GROUPS for n in names) else {}
+    out: List[str] = []
+    for n in names:
+        for entry in groups.get(n, [n]):
+            if entry not in out:
+                out.append(entry)
+    return out
 
 
 def head_spec(name: str) -> Dict:
-    """The loss spec (and recipe) of a bench entry; a newer head uses its defaults, with ``s`` set
-    to the bench's scale when it has one."""
+    """The loss spec (and recipe, and optimiser overrides) of a bench entry; a newer head uses its
+    defaults, with ``s`` set to the bench's scale when it has one; ``<head>@paper`` is the shared
+    entry's loss with the parameters it sets put back to the constructor's defaults."""
     if name in HEADS:
         return copy.deepcopy(HEADS[name])
+    if name in EXTRA_HEADS:
+        return copy.deepcopy(EXTRA_HEADS[name])
+    if name.endswith(PAPER_TAG) and name in paper_entries():
+        loss = head_spec(name[:-len(PAPER_TAG)])["loss"]
+        defaults = _defaults(loss["name"])
+        params = {k: (defaults[k] if k in defaults else v) for k, v in loss.get("params", {}).items()}
+        return {"loss": {"name": loss["name"], "params": params}}
     if name not in losses.available():
-        known = sorted(set(HEADS) | set(losses.available()))
-        raise ValueError(f"unknown bench head {name!r}; available: {', '.join(known)}")
-    params = {}
-    try:
-        sig = inspect.signature(losses.LOSSES.get(name))
-        if "s" in sig.parameters:
-            params["s"] = S
-    except (TypeError, ValueError):
-        pass
+        known = sorted(set(HEADS) | set(EXTRA_HEADS) | set(paper_entries()) | set(losses.available()))
+        raise ValueError(f"unknown bench head {name!r}; available: {', '.join(known)}; "
+                         f"groups: {', '.join(HEAD_GROUPS)}")
+    params = {"s": S} if "s" in _defaults(name) else {}
     return {"loss": {"name": name, "params": params}}
 
 
@@ -90,6 +138,11 @@ def run_config(name: str, spec: Dict, set_dir: Path, out: Path, steps: int, batc
     aux = spec.get("aux", {})
     cfg["aux"] = {"name": aux.get("name", ""), "weight": float(aux.get("weight", 0.0)), "params": dict(aux.get("params", {}))}
     cfg["optim"]["lr"] = LR
+    optim = spec.get("optim") or {}
+    unknown = sorted(set(optim) - set(cfg["optim"]))
+    if unknown:
+        raise ValueError(f"bench entry {name!r}: unknown optimiser setting(s) {', '.join(unknown)}")
+    cfg["optim"].update(copy.deepcopy(optim))
     cfg["train"].update(steps=int(steps), batch_size=int(batch), seed=int(seed), device=device, out=str(out),
                         eval_every=int(eval_every), checkpoint_every=int(eval_every), log_every=10, progress=False)
     return cfg
@@ -218,8 +271,17 @@ def train_run(name: str, spec: Dict, cfg: Dict, train_set, evaluator: UnseenEval
         np.savez_compressed(f, norms=norms.astype(np.float32), labels=evaluator.labels,
                             **{k: np.asarray(v, dtype=np.float32) for k, v in evaluator.quality.items()})
     res.update(head=name, seed=int(cfg["train"]["seed"]), steps=steps, train_seconds=round(seconds, 1),
-               config={"loss": cfg["loss"], "aux": cfg["aux"], "recipe": spec.get("recipe", "")})
+               config=row_config(spec, cfg))
     return res
+
+
+def row_config(spec: Dict, cfg: Dict) -> Dict:
+    """What a result row records of its settings (and what a reused row must match): the loss, the
+    auxiliary loss, the recipe and, for an entry that overrides them, those optimiser settings."""
+    out = {"loss": cfg["loss"], "aux": cfg["aux"], "recipe": spec.get("recipe", "")}
+    if spec.get("optim"):
+        out["optim"] = {k: cfg["optim"][k] for k in spec["optim"]}
+    return out
 
 
 def _read_jsonl(path: Path) -> List[Dict]:
@@ -299,7 +361,7 @@ def _reuse_rows(path: str, jobs, specs: Dict, out_dir: Path, budget: Dict, count
         if row is None or (run_dir / "result.json").is_file():
             continue
         cfg = config_of(head, seed)
-        want = {"loss": cfg["loss"], "aux": cfg["aux"], "recipe": specs[head].get("recipe", "")}
+        want = row_config(specs[head], cfg)
         if json.loads(json.dumps(want)) != row.get("config"):
             continue
         write_json(run_dir / "result.json", {**row, "reused_from": str(p)})
@@ -330,7 +392,8 @@ def run_main_bench(out: str = "runs/bench", full: bool = False, set_dir: Optiona
             exactly (same set, steps, batch, seed and head settings), so a bench continues from
             committed results on another machine or checkout.
         finished_only: train nothing: report the finished runs and name the ones still to run.
-        heads, seeds, steps, batch: override the budget's.
+        heads, seeds, steps, batch: override the budget's; ``heads`` may hold the group names of
+            :func:`head_groups` (``paper``, ``atl-ablation``), expanded in place.
         fashion_root: Fashion-MNIST folder for the 2-D/3-D feature figures.
         feature_figures: train the Fashion-MNIST feature runs for those figures.
     """
@@ -345,7 +408,7 @@ def run_main_bench(out: str = "runs/bench", full: bool = False, set_dir: Optiona
         budget["batch"] = int(batch)
     if seeds is not None:
         budget["seeds"] = [int(s) for s in seeds]
-    names = list(heads) if heads else available_heads(budget["full_heads"])
+    names = expand_heads(heads) if heads else available_heads(budget["full_heads"])
     specs = {n: head_spec(n) for n in names}  # unknown names fail before any work
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -49,6 +49,61 @@ NEWER_HEADS = ["adaface", "magface", "curricularface", "subcenter_arcface", "ela
 #: heads whose feature norm is meant to follow image quality
 QUALITY_AWARE = ["adaface", "magface"]
 
+#: the suffix of the entries that train a head at its constructor's defaults instead of the shared
+#: scale; such an entry exists for every scale-based head of the full list whose bench settings
+#: differ from those defaults and that has a source here (the runner derives the list)
+PAPER_TAG = "@paper"
+#: where each head's constructor defaults come from: the publication and its training settings
+PAPER_SOURCES: Dict[str, str] = {
+    "cosface": "Wang et al., CVPR 2018: s=64, m=0.35",
+    "arcface": "Deng et al., CVPR 2019: s=64, m=0.5",
+    "combined": "insightface combined margin (Deng et al., CVPR 2019): s=64, m1=1, m2=0.3, m3=0.2",
+    "adaface": "Kim et al., CVPR 2022: s=64, m=0.4, h=0.333",
+    "magface": "Meng et al., CVPR 2021: s=64, l_a=10, u_a=110, l_margin=0.45, u_margin=0.8, lambda_g=35",
+    "curricularface": "Huang et al., CVPR 2020: s=64, m=0.5",
+    "subcenter_arcface": "Deng et al., ECCV 2020: K=3, s=64, m=0.5",
+    "elasticarcface": "Boutros et al., CVPRW 2022: s=64, m=0.5, std=0.05",
+    "elasticcosface": "Boutros et al., CVPRW 2022: s=64, m=0.35, std=0.05",
+    "uniface": "Zhou et al., ICCV 2023: s=64, m=0.4",
+}
+
+#: the recipes, margins, λ floors and semi-hard switch of the ATL ablation grid
+ATL_RECIPES = ("direct", "step")
+ATL_M = (2, 4)
+ATL_LAMBDA_MIN = (3, 5)
+ATL_SEMIHARD = (True, False)
+
+
+def atl_entry_name(recipe: str, m: int, lambda_min: int, semihard: bool) -> str:
+    """The bench entry of one ATL grid point: ``atl-<recipe>/m<m>-l<λ_min>``, ``-nosemi`` without
+    the semi-hard mask; the point at m=4, λ_min=5 with the mask is the plain ``atl-<recipe>``."""
+    if (m, lambda_min, semihard) == (4, 5, True):
+        return f"atl-{recipe}"
+    return f"atl-{recipe}/m{m}-l{lambda_min}" + ("" if semihard else "-nosemi")
+
+
+#: the ATL ablation grid, entry name -> its point (recipe, m, lambda_min, semihard)
+ATL_ABLATION: Dict[str, Dict] = {
+    atl_entry_name(r, m, lam, semi): {"recipe": r, "m": m, "lambda_min": lam, "semihard": semi}
+    for r in ATL_RECIPES for m in ATL_M for lam in ATL_LAMBDA_MIN for semi in ATL_SEMIHARD
+}
+
+#: bench entries run only when named (alone or through a group of ``--heads``), never by default
+EXTRA_HEADS: Dict[str, Dict] = {
+    # CurricularFace exactly as its shared entry (s=30, the default m=0.5), plus a linear warm-up
+    # of the learning rate and gradient-norm clipping
+    "curricularface@warmup": {"loss": {"name": "curricularface", "params": {"s": S}},
+                              "optim": {"warmup_steps": 100, "clip_grad_norm": 5.0}},
+    **{name: {"loss": {"name": "atl", "params": {"m": p["m"], "lambda_min": p["lambda_min"], "triplet": True,
+                                                 "semihard": p["semihard"]}},
+              **({"recipe": "step"} if p["recipe"] == "step" else {})}
+       for name, p in ATL_ABLATION.items() if name not in HEADS},
+}
+#: entries of the ``paper`` group besides the derived ``@paper`` ones
+PAPER_EXTRAS = ["curricularface@warmup"]
+#: the group names ``--heads`` expands
+HEAD_GROUPS = ("paper", "atl-ablation")
+
 BUDGETS = {
     # make demo: the demo heads at the full budget with one seed (seed 0 of the full report), fewer
     # evaluations along the way

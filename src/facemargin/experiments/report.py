@@ -22,8 +22,8 @@ from ..viz.figures.common import new_figure, save_png
 from ..viz.report import read_metrics
 from ..viz.report import report_figures as report_run_figures
 from .protocol import BUDGETS, QUALITY_AWARE, available_heads
-from .sections import KEY_FAR, erc_curves, quality_far, quality_lines, reference_lines, set_line
-
+from .sections import (KEY_FAR, atl_ablation_lines, erc_curves, paper_lines, quality_far, quality_lines,
+                       reference_lines, set_line)
 
 
 def machine_line() -> str:
@@ -376,7 +376,9 @@ def write_main_report(out: Path, result: Dict, feature_figs: Dict[str, str], arg
         "identities, degraded once with a fixed seed." + set_line(result),
         "",
         "**Protocol**: backbone smallcnn (128-D), SGD lr 0.1, momentum 0.9, weight decay 5e-4, ×0.1 at 50% and 75% "
-        "of the steps; same steps, batch and seeds for every head; scale-based heads at s = 30. Evaluation on the "
+        "of the steps; same steps, batch and seeds for every head; scale-based heads at s = 30"
+        + (" except the `head@...` rows, whose settings the section *Paper hyper-parameters* gives"
+           if any("@" in h for h in summary) else "") + ". Evaluation on the "
         f"unseen identities only: all-vs-all verification ({result['rows'][0]['num_genuine']} "
         f"genuine and {result['rows'][0]['num_impostor']} impostor pairs), TAR at FAR 1e-2..1e-6 where the impostor "
         "count allows, EER, leave-one-out rank-1 identification, and LFW-protocol pair accuracy (10 folds) on "
@@ -394,7 +396,7 @@ def write_main_report(out: Path, result: Dict, feature_figs: Dict[str, str], arg
     lines.append("| raw pixels (no training) | " + " | ".join(
         f"{pixels['tar_at_far'][f]:.3f}" if f in pixels["tar_at_far"] else "n/a" for f in fars)
         + f" | {pixels['pair_accuracy']:.3f} | {pixels['eer']:.3f} | {pixels['rank1']:.3f} | 0 |")
-    lines += [""] + reference_lines(result) + quality_lines(result)
+    lines += [""] + reference_lines(result) + paper_lines(result) + atl_ablation_lines(result) + quality_lines(result)
     lines += ["## What the numbers show", ""]
     for p in reading(out, result):
         lines += [p, ""]
