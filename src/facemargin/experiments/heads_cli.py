@@ -21,8 +21,8 @@ def register(sub) -> None:
         description=(
             "Forward+backward of every classification head at B x D x C: the fused path, the plain "
             "reference path, the bare F.linear + cross-entropy path and pytorch-metric-learning's "
-            "equivalents, timed interleaved in one process (medians, ratios to bare), with the peak "
-            "memory of each measured in its own process. Prints a table; --json writes the report."
+            "equivalents, timed interleaved in one process (the minimum over the repeats, ratios to the bare "
+            "path with as many rows), with the peak memory of each measured in its own process. Prints a table; --json writes the report."
         ),
     )
     add_arguments(p)
