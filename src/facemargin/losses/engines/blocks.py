@@ -3,7 +3,11 @@ the two autograd functions (softmax cross-entropy and one-vs-rest sums) built on
 
 No normalised copy of ``W`` is made (the weight norm is a per-column factor applied in place on
 the ``(B, n)`` block); unchunked, one ``(B, C)`` buffer is turned into ``exp(z − max)`` (or
-``d neg/dz``) in place and reused in backward, ``grad_f`` and ``grad_W`` are two GEMMs of it.
+``d neg/dz``) in place and reused in backward, ``grad_f`` and ``grad_W`` are two GEMMs of it: the
+three GEMMs of a plain linear layer, whatever the head. A margin's non-target transform is applied
+column slice by column slice, its derivative taken on the same slice and multiplied into the
+buffer, so it never needs the plain logits again; sub-center heads (``K`` rows per class) compute
+each slice as ``K`` GEMMs against strided views of the weight and pool them while in cache.
 ``chunk_size`` processes classes in blocks with an online log-sum-exp and recomputes the blocks in
 backward, so no ``(B, C)`` buffer is ever held. With communication hooks (a sharded store) the
 row maxima are all-reduced with MAX and the sums of exponentials with SUM.
