@@ -54,16 +54,21 @@ class CurricularMargin(Float32Statistics):
         return torch.where(c > threshold, c * (t + c), c)
 
     def others_and_grad(self, c: Tensor, ctx: MarginContext):
-        # d/dc of the above: t + 2c on the hard negatives, 1 elsewhere, 0 outside [-1, 1] (the
-        # clamp). Selections are products with 0/1 masks (cheaper than torch.where on CPU), and
-        # c, a temporary of the engine, is clamped in place.
-        inside = c.abs().le_(1.0)
-        c.clamp_(-1.0, 1.0)
-        hard = (c > ctx.values["curricular_cos_m"].to(c.dtype).unsqueeze(1)).to(c.dtype)
-        t = self.t.to(c.dtype)
-        value = (c + t).mul_(c).sub_(c).mul_(hard).add_(c)  # c + hard·(c(t + c) − c)
-        grad = torch.add(t - 1.0, c, alpha=2.0).mul_(hard).add_(1.0).mul_(inside)
-        return value, grad
+        # With h = [c > threshold] and u = h·(c + t − 1): the value is c + c·u (c(t + c) on the hard
+        # negatives, c elsewhere) and its derivative 1 + u + h·c (t + 2c, or 1). Products with 0/1
+        # masks are cheaper than torch.where on CPU; c, a temporary of the engine, is updated in
+        # place. Values outside [-1, 1] (rounding) take the clamp's path: clamped, derivative 0.
+        lo, hi = torch.aminmax(c)
+        inside = None
+        if float(lo) < -1.0 or float(hi) > 1.0:
+            inside = c.abs().le_(1.0)
+            c.clamp_(-1.0, 1.0)
+        h = (c > ctx.values["curricular_cos_m"].to(c.dtype).unsqueeze(1)).to(c.dtype)
+        u = (c + (self.t.to(c.dtype) - 1.0)).mul_(h)
+        grad = torch.addcmul(u, h, c).add_(1.0)
+        if inside is not None:
+            grad.mul_(inside)
+        return c.addcmul_(c, u), grad
 
     def stats(self) -> Dict[str, float]:
         return {"t": float(self.t)}
