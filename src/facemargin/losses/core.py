@@ -277,7 +277,9 @@ class MarginStats(NamedTuple):
     """Per-sample quantities (no gradient) for ATL's semi-hard mask and the training log.
 
     target_plain: the target logit without margin; target_margin: with margin;
-    other_max: the largest non-target logit (−inf when C = 1).
+    other_max: the largest plain non-target logit, before any transform a margin applies to the
+    non-target logits (CurricularFace, SphereFace2), bias included (−inf when C = 1): so
+    ``train_acc`` is the plain accuracy for every head.
     """
 
     target_plain: Tensor

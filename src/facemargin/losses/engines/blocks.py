@@ -113,6 +113,25 @@ class _Blocks:
             zs.add_(self.bd[col:col + zs.shape[1]])
         return d
 
+    def plain_other_max(self, zs, col, rr, cc):
+        """Row maxima of the plain non-target logits of slice ``zs`` (before the transform, bias
+        included; targets at ``(rr, cc)`` left out), ``zs`` unchanged."""
+        per_column = self.bd is not None and self.bd.stride(0) != 0  # else none, or one shared scalar
+        if per_column:
+            work = zs + self.bd[col:col + zs.shape[1]]
+        else:
+            work, keep = zs, zs[rr, cc].clone()
+        work[rr, cc] = -math.inf
+        if work.shape[1]:
+            m = work.amax(dim=1).to(self.wk)
+        else:
+            m = torch.full((zs.shape[0],), -math.inf, dtype=self.wk, device=zs.device)
+        if not per_column:
+            zs[rr, cc] = keep
+            if self.bd is not None and self.bd.numel():
+                m = m + self.bd[0].to(self.wk)
+        return m
+
     def finish(self, z_pre, lo):
         """The final logits of a block starting at column ``lo``, computed in place from ``z_pre``."""
         if self.others is None:
@@ -183,14 +202,17 @@ class _Blocks:
         row_max = torch.full((B,), -math.inf, dtype=self.wk, device=z.device)
         for a, b in _slices(B, z.shape[1]):
             zs = z[:, a:b]
-            d = self.transform_(zs, lo + a, grad=True)
             sel = (c >= a) & (c < b)
             rr, cc = r[sel], c[sel] - a
+            if self.others is not None:  # the statistics read the plain logits
+                row_max = torch.maximum(row_max, self.plain_other_max(zs, lo + a, rr, cc))
+            d = self.transform_(zs, lo + a, grad=True)
             vals, g = neg.value_and_grad(zs.to(self.wk))
             vals[rr, cc] = 0
             total = total + vals.sum()
-            zs[rr, cc] = -math.inf
-            row_max = torch.maximum(row_max, zs.amax(dim=1).to(self.wk))
+            if self.others is None:
+                zs[rr, cc] = -math.inf
+                row_max = torch.maximum(row_max, zs.amax(dim=1).to(self.wk))
             g[rr, cc] = 0
             if bias_grad is not None:
                 bias_grad[lo + a:lo + b] = g.sum(dim=0)
@@ -361,9 +383,11 @@ def _exp_block(blocks, lo, hi, rows_o, cols_o, Tw, state, fold):
     slice_m = []
     for a, b in _slices(z.shape[0], hi - lo):
         zs = z[:, a:b]
-        d = blocks.transform_(zs, lo + a, grad=fold)
         sel = (c >= a) & (c < b)
-        slice_m.append(state.add(zs, r[sel], c[sel] - a, Tw))
+        rr, cc = r[sel], c[sel] - a
+        plain_max = blocks.plain_other_max(zs, lo + a, rr, cc)
+        d = blocks.transform_(zs, lo + a, grad=fold)
+        slice_m.append(state.add(zs, rr, cc, Tw, plain_max))
         if d is not None:
             zs.mul_(d)
     return z, arg, slice_m
@@ -381,16 +405,18 @@ class _LogSumExp:
         self.S = torch.zeros(B, dtype=wk, device=dev)
         self.neg_inf = torch.tensor(-math.inf, dtype=dtype, device=dev)
 
-    def add(self, z, r, c, Tw):
+    def add(self, z, r, c, Tw, plain_max=None):
         """Add block ``z`` (final logits; targets at ``(r, c)``, replaced by ``Tw`` where given);
-        ``z`` becomes ``exp(z − m)`` in place for the new running maximum ``m``, returned."""
+        ``z`` becomes ``exp(z − m)`` in place for the new running maximum ``m``, returned.
+        ``plain_max``: the row maxima of the block's plain non-target logits, where a transform
+        made them differ from the final ones (the statistics read the plain logits)."""
         wk = self.wk
         t_here = z[r, c] if Tw is None else Tw[r].to(self.dtype)
         z[r, c] = self.neg_inf
         new_m = self.run_m
         if z.shape[1]:
             block_max = z.amax(dim=1).to(wk)  # of the non-targets; with the targets' logits below
-            self.other_max = torch.maximum(self.other_max, block_max)
+            self.other_max = torch.maximum(self.other_max, block_max if plain_max is None else plain_max)
             new_m = torch.maximum(new_m, block_max)
         z[r, c] = t_here
         new_m = new_m.index_put((r,), torch.maximum(new_m[r], t_here.to(wk)))

@@ -28,13 +28,14 @@ class PlainEngine(Engine):
         if cols is None:
             return (z if b is None else z + b), None
         rows = torch.arange(f.shape[0], device=f.device)
-        target_plain = (z if b is None else z + b).detach()[rows, cols]
+        with torch.no_grad():  # the statistics read the plain logits (before any non-target transform)
+            zb = (z if b is None else z + b).detach()
+            target_plain = zb[rows, cols]
+            other_max = zb.index_put((rows, cols), torch.tensor(-math.inf, dtype=z.dtype, device=z.device)).amax(dim=1)
         if others is not None:
             z = others(z)
         if b is not None:
             z = z + b
-        with torch.no_grad():
-            other_max = z.index_put((rows, cols), torch.tensor(-math.inf, dtype=z.dtype, device=z.device)).amax(dim=1)
         if T is None:  # no margin: the target keeps its GEMM logit
             return z, MarginStats(target_plain, target_plain, other_max)
         # under autocast F.linear gives bf16 logits while the target entries are float32
