@@ -144,9 +144,9 @@ def test_the_extra_entries_are_not_in_the_default_lists():
 
 
 def test_groups_are_expanded_in_place_without_repeats():
-    paper = B.paper_entries() + ["curricularface@warmup"]
+    paper = B.paper_entries() + ["curricularface@warmup", "sphereface2@warmup"]
     assert B.head_groups() == {"paper": paper, "atl-ablation": list(P.ATL_ABLATION)}
-    assert len(paper) == 11 and "arcface@paper" in paper and "uniface@paper" in paper
+    assert len(paper) == 12 and "arcface@paper" in paper and "uniface@paper" in paper
     got = B.expand_heads(["softmax", "paper", "atl-direct", "atl-ablation", "softmax"])
     assert got == ["softmax"] + paper + ["atl-direct"] + [n for n in P.ATL_ABLATION if n != "atl-direct"]
     assert B.expand_heads(["arcface", "cosface"]) == ["arcface", "cosface"]

@@ -94,13 +94,15 @@ EXTRA_HEADS: Dict[str, Dict] = {
     # of the learning rate and gradient-norm clipping
     "curricularface@warmup": {"loss": {"name": "curricularface", "params": {"s": S}},
                               "optim": {"warmup_steps": 100, "clip_grad_norm": 5.0}},
+    # SphereFace2 at its defaults with the same warm-up and clipping (its first steps stay near chance)
+    "sphereface2@warmup": {"loss": {"name": "sphereface2"}, "optim": {"warmup_steps": 100, "clip_grad_norm": 5.0}},
     **{name: {"loss": {"name": "atl", "params": {"m": p["m"], "lambda_min": p["lambda_min"], "triplet": True,
                                                  "semihard": p["semihard"]}},
               **({"recipe": "step"} if p["recipe"] == "step" else {})}
        for name, p in ATL_ABLATION.items() if name not in HEADS},
 }
 #: entries of the ``paper`` group besides the derived ``@paper`` ones
-PAPER_EXTRAS = ["curricularface@warmup"]
+PAPER_EXTRAS = ["curricularface@warmup", "sphereface2@warmup"]
 #: the group names ``--heads`` expands
 HEAD_GROUPS = ("paper", "atl-ablation")
 
