@@ -36,7 +36,7 @@ from ..eval.allvsall import all_vs_all, pair_counts
 from ..eval.embed import embed_images
 from ..eval.verification import verify
 from ..io import atomic_open, write_json
-from ..train.config import load_config
+from ..train.config import ConfigError, checked, load_config
 from ..train.loop import Trainer
 from .quality import analyse as analyse_quality
 from .quality import save_embeddings
@@ -143,6 +143,15 @@ def run_config(name: str, spec: Dict, set_dir: Path, out: Path, steps: int, batc
     if unknown:
         raise ValueError(f"bench entry {name!r}: unknown optimiser setting(s) {', '.join(unknown)}")
     cfg["optim"].update(copy.deepcopy(optim))
+    data = spec.get("data") or {}  # the entry's batch sampling (data.sampler, data.pk_images)
+    unknown = sorted(set(data) - set(cfg["data"]))
+    if unknown:
+        raise ValueError(f"bench entry {name!r}: unknown data setting(s) {', '.join(unknown)}")
+    for key, value in data.items():
+        try:
+            cfg["data"][key] = checked(f"data.{key}", cfg["data"][key], copy.deepcopy(value))
+        except ConfigError as e:
+            raise ValueError(f"bench entry {name!r}: {e}") from None
     cfg["train"].update(steps=int(steps), batch_size=int(batch), seed=int(seed), device=device, out=str(out),
                         eval_every=int(eval_every), checkpoint_every=int(eval_every), log_every=10, progress=False)
     return cfg
@@ -202,12 +211,23 @@ class UnseenEval:
         return self.score(flat, pflat)
 
 
+def _with_new_defaults(saved: Dict) -> Dict:
+    """A run's saved config with the settings added to the trainer since it was written filled
+    in at their defaults (which keep the old behaviour), so an interrupted run still continues."""
+    defaults = json.loads(json.dumps(load_config(None)))
+    out = dict(saved)
+    for section, values in defaults.items():
+        if isinstance(values, dict) and isinstance(out.get(section), dict):
+            out[section] = {**{k: v for k, v in values.items() if k not in out[section]}, **out[section]}
+    return out
+
+
 def _train_stage(cfg: Dict, train_set, evaluate: Optional[Callable], init_from: Optional[Path] = None):
     """Train one stage, resuming from its own checkpoint when an earlier attempt was interrupted."""
     out = Path(cfg["train"]["out"])
     stamp = out / "run_config.json"
     if stamp.is_file():
-        before = json.loads(stamp.read_text(encoding="utf-8"))
+        before = _with_new_defaults(json.loads(stamp.read_text(encoding="utf-8")))
         if before != json.loads(json.dumps(cfg)):
             raise ValueError(f"{out} holds a run with another configuration (steps, batch, head or data differ); "
                              "continue it with the command that started it, or choose another --out")
@@ -277,10 +297,13 @@ def train_run(name: str, spec: Dict, cfg: Dict, train_set, evaluator: UnseenEval
 
 def row_config(spec: Dict, cfg: Dict) -> Dict:
     """What a result row records of its settings (and what a reused row must match): the loss, the
-    auxiliary loss, the recipe and, for an entry that overrides them, those optimiser settings."""
+    auxiliary loss, the recipe and, for an entry that overrides them, those optimiser and data
+    settings (so a row trained on uniform batches never stands for a PK-batch entry)."""
     out = {"loss": cfg["loss"], "aux": cfg["aux"], "recipe": spec.get("recipe", "")}
     if spec.get("optim"):
         out["optim"] = {k: cfg["optim"][k] for k in spec["optim"]}
+    if spec.get("data"):
+        out["data"] = {k: cfg["data"][k] for k in spec["data"]}
     return out
 
 

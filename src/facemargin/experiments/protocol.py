@@ -33,12 +33,17 @@ HEADS: Dict[str, Dict] = {
     "atl-direct": {"loss": {"name": "atl", "params": {"m": 4, "triplet": True, "semihard": True}}},
     "atl-step": {"loss": {"name": "atl", "params": {"m": 4, "triplet": True, "semihard": True}}, "recipe": "step"},
     # metric losses (full budget only): softmax plus an auxiliary loss, or the loss alone
+    # (pair-based ones draw PK batches, 64 identities x 4 images: uniform ones hold few same-identity pairs)
     "center": {"loss": {"name": "softmax"}, "aux": {"name": "center", "weight": 0.01, "params": {"alpha": 0.5}}},
-    "contrastive": {"loss": {"name": "softmax"}, "aux": {"name": "contrastive", "weight": 0.5, "params": {"margin": 1.0}}},
-    "triplet": {"loss": {"name": "triplet", "params": {"margin": 0.2, "mining": "semihard"}}},
+    "contrastive": {"loss": {"name": "softmax"}, "aux": {"name": "contrastive", "weight": 0.5, "params": {"margin": 1.0}},
+                    "data": {"sampler": "pk", "pk_images": 4}},
+    "triplet": {"loss": {"name": "triplet", "params": {"margin": 0.2, "mining": "semihard"}},
+                "data": {"sampler": "pk", "pk_images": 4}},
     "coco": {"loss": {"name": "coco"}},
-    "range": {"loss": {"name": "softmax"}, "aux": {"name": "range", "weight": 0.01}},
-    "marginal": {"loss": {"name": "softmax"}, "aux": {"name": "marginal", "weight": 0.1}},
+    "range": {"loss": {"name": "softmax"}, "aux": {"name": "range", "weight": 0.01},
+              "data": {"sampler": "pk", "pk_images": 4}},
+    "marginal": {"loss": {"name": "softmax"}, "aux": {"name": "marginal", "weight": 0.1},
+                 "data": {"sampler": "pk", "pk_images": 4}},
 }
 #: the heads ``make demo`` always runs; the newer heads (every one a registered loss) follow them
 #: the heads ``make demo`` runs: the papers' core heads, ATL trained directly and a quality-aware

@@ -166,9 +166,10 @@ def settings_text(config: Dict) -> str:
     overrides after a semicolon."""
     params = {k: v for k, v in config["loss"].get("params", {}).items() if k != "gamma"}
     text = ", ".join(f"{k}={_value(v)}" for k, v in params.items()) or "defaults"
-    optim = config.get("optim") or {}
-    if optim:
-        text += "; " + ", ".join(f"{k}={_value(v)}" for k, v in optim.items())
+    for extra in ("optim", "data"):
+        values = config.get(extra) or {}
+        if values:
+            text += "; " + ", ".join(f"{k}={_value(v)}" for k, v in values.items())
     return text
 
 

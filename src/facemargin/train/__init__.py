@@ -7,11 +7,11 @@ def _public():
     from .checkpoint import load_backbone, load_checkpoint, save_checkpoint
     from .config import DEFAULTS, load_config
     from .loop import Trainer, build_loss
-    from .schedule import BatchOrder, lr_factor
+    from .schedule import BatchOrder, PKBatchOrder, lr_factor
     return locals()
 
 
 __getattr__ = lazy_package(__name__, _public)
 
 __all__ = ["Trainer", "build_loss", "load_config", "DEFAULTS", "load_backbone", "load_checkpoint",
-           "save_checkpoint", "BatchOrder", "lr_factor"]
+           "save_checkpoint", "BatchOrder", "PKBatchOrder", "lr_factor"]

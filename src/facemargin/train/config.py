@@ -3,7 +3,8 @@
 The defaults below are the whole schema: an unknown key in a file or an override is an error
 (a typo must not silently train with a default). Sections:
 
-``data``     which dataset and which classes to train on, and verification packs (``val``);
+``data``     which dataset and which classes to train on, how batches are drawn (``sampler``),
+             and verification packs (``val``);
 ``model``    the backbone (``facemargin.models.build`` name and kwargs; ``auto`` follows the data);
 ``loss``     the loss or head (``facemargin.losses.build`` name and kwargs in ``params``);
 ``aux``      an optional second loss added with a weight (softmax + λ·center, + contrastive);
@@ -33,6 +34,8 @@ DEFAULTS: Dict[str, Any] = {
         "workers": 0,
         "flip": False,                # random horizontal flip augmentation
         "degrade": False,             # recordio: random low-quality versions of each image (glyph sets)
+        "sampler": "random",          # random: uniform batches | pk: P identities x pk_images images each
+        "pk_images": 4,               # pk: images per identity in a batch (K; P = train.batch_size / K)
         "val": [],                    # verification packs (.bin) scored every train.eval_every steps
     },
     # "auto": the backbone made for the data's images (LeNet++ for 28x28 grey, MobileFaceNet for 112x112 faces)
@@ -72,6 +75,14 @@ DEFAULTS: Dict[str, Any] = {
         "max_consecutive_skips": 10,  # steps with NaN/Inf are skipped; this many in a row stop the run
     },
 }
+
+
+#: the batch orders ``data.sampler`` chooses from (:func:`facemargin.train.schedule.make_batch_order`)
+SAMPLERS = ("random", "pk")
+#: settings with a fixed set of values, checked when a file or an override sets them
+CHOICES: Dict[str, tuple] = {"data.sampler": SAMPLERS}
+#: integer settings with a lower bound
+MINIMUM: Dict[str, int] = {"data.pk_images": 2}
 
 
 class ConfigError(ValueError):
@@ -163,7 +174,8 @@ def _kind(default: Any) -> str:
 
 def checked(key: str, default: Any, value: Any) -> Any:
     """``value`` for the setting ``key`` if it has the type of its default (ints widen to floats,
-    list items are checked against the default's items); else a :class:`ConfigError` naming the key."""
+    list items are checked against the default's items) and, for the settings of ``CHOICES`` and
+    ``MINIMUM``, an allowed value; else a :class:`ConfigError` naming the key."""
     def fits(d, v):
         if isinstance(d, bool):
             return isinstance(v, bool)
@@ -180,6 +192,10 @@ def checked(key: str, default: Any, value: Any) -> Any:
         if isinstance(default, (list, tuple)) and default:
             what += f" of {_kind(default[0]).replace('an ', '').replace('a ', '')}s"
         raise ConfigError(f"config key {key!r} must be {what}, got {value!r}")
+    if key in CHOICES and value not in CHOICES[key]:
+        raise ConfigError(f"config key {key!r} must be one of {', '.join(CHOICES[key])}, got {value!r}")
+    if key in MINIMUM and value < MINIMUM[key]:
+        raise ConfigError(f"config key {key!r} must be at least {MINIMUM[key]}, got {value!r}")
     if isinstance(default, float):
         return float(value)
     if isinstance(default, (list, tuple)) and default and isinstance(default[0], float):

@@ -24,7 +24,7 @@ from .checkpoint import build_backbone_from_config
 from .data import check_backbone_fits, choose_backbone, sample_shape
 from .guard import StepGuard
 from .runlog import MetricsLog
-from .schedule import BatchOrder, lr_factor
+from .schedule import lr_factor, make_batch_order
 from .state import RunState, state_mismatch  # noqa: F401  (also importable from here)
 from .validation import BEST_KEY, Validator, summary
 
@@ -47,7 +47,8 @@ class Trainer(RunState, StepGuard, MetricsLog):
     """Train ``cfg["model"]`` with ``cfg["loss"]`` (+ ``cfg["aux"]``) on ``train_set``.
 
     ``train_set`` has ``num_classes``, ``__len__`` and either ``get_batch(indices) -> (x, y)``
-    (in-memory sets) or ``__getitem__`` (read through a DataLoader with workers).
+    (in-memory sets) or ``__getitem__`` (read through a DataLoader with workers); with
+    ``data.sampler = "pk"`` also ``labels``, one class per sample, from which the batches are drawn.
     ``evaluate(model) -> dict`` is called every ``train.eval_every`` steps and at the end, as are
     the verification packs of ``data.val`` (:mod:`facemargin.train.validation`); the checkpoint
     with the best mean accuracy over those packs is kept as ``best.pt``.
@@ -101,7 +102,8 @@ class Trainer(RunState, StepGuard, MetricsLog):
                 for g in self.head_optimizer.param_groups:
                     g["lr_mult"] = float(o["head_lr_mult"])
         self.optimizer = self._make_optimizer()
-        self.order = BatchOrder(len(train_set), int(t["batch_size"]), int(t["seed"]), rank, world)
+        # uniform batches, or P identities x K images (data.sampler); a function of (seed, step) either way
+        self.order = make_batch_order(cfg["data"], train_set, int(t["batch_size"]), int(t["seed"]), rank, world)
         self.step = 0
         self._loader_iter, self._loader_start = None, 0
         self.history = []
@@ -159,7 +161,7 @@ class Trainer(RunState, StepGuard, MetricsLog):
         return x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
 
     def _open_loader(self) -> None:
-        """File-backed sets (RecordIO, folders): a DataLoader whose batches follow ``BatchOrder``
+        """File-backed sets (RecordIO, folders): a DataLoader whose batches follow the batch order
         from the current step, decoded by ``data.workers`` processes."""
         order, start, steps = self.order, self.step, self.steps
 
