@@ -60,3 +60,23 @@ def test_a_run_saved_before_new_trainer_settings_still_continues(tmp_path):
     assert B._with_new_defaults(saved) == json.loads(json.dumps(cfg))
     saved["data"]["sampler"] = "pk"  # a real difference still counts
     assert B._with_new_defaults(saved) != json.loads(json.dumps(cfg))
+
+
+def test_finished_runs_of_an_entry_whose_settings_changed_are_refused(tmp_path):
+    """A finished run trained before its entry changed (triplet on uniform batches) is not counted
+    as the entry's run: the bench stops and names the folder, so nothing is reported under the
+    wrong settings and nothing is overwritten."""
+    specs = {n: B.head_spec(n) for n in ("triplet", "softmax")}
+
+    def config_of(n, s):
+        return B.run_config(n, specs[n], tmp_path, tmp_path / "runs" / n / f"seed{s}", 1500, 256, s, 150, "cpu")
+    for n in specs:
+        current = json.loads(json.dumps(B.row_config(specs[n], config_of(n, 0))))
+        (tmp_path / "runs" / n / "seed0").mkdir(parents=True)
+        (tmp_path / "runs" / n / "seed0" / "result.json").write_text(json.dumps({"head": n, "config": current}))
+    B.check_finished(tmp_path, [("triplet", 0), ("softmax", 0)], specs, config_of)  # all current: fine
+    old = json.loads((tmp_path / "runs" / "triplet" / "seed0" / "result.json").read_text())
+    del old["config"]["data"]
+    (tmp_path / "runs" / "triplet" / "seed0" / "result.json").write_text(json.dumps(old))
+    with pytest.raises(ValueError, match=r"1 finished run.*runs/triplet/seed0"):
+        B.check_finished(tmp_path, [("triplet", 0), ("softmax", 0)], specs, config_of)

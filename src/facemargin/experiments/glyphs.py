@@ -393,6 +393,26 @@ def _reuse_rows(path: str, jobs, specs: Dict, out_dir: Path, budget: Dict, count
     return reused
 
 
+def check_finished(out_dir: Path, finished, specs: Dict, config_of) -> None:
+    """Refuse finished runs whose settings are no longer those of their bench entry (an entry whose
+    protocol changed since they ran): counting them would report old settings under the entry's
+    name, and replacing them would lose them. The error names every such run folder."""
+    stale = []
+    for head, seed in finished:
+        run_dir = out_dir / "runs" / head / f"seed{seed}"
+        try:
+            row = json.loads((run_dir / "result.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError) as e:
+            raise ValueError(f"{run_dir / 'result.json'}: unreadable finished run ({e}); delete it to rerun the run")
+        want = json.loads(json.dumps(row_config(specs[head], config_of(head, seed))))
+        if row.get("config") != want:
+            stale.append(str(run_dir))
+    if stale:
+        raise ValueError(f"{len(stale)} finished run(s) were trained with settings their bench entry no longer has "
+                         f"(the protocol changed since): {', '.join(stale)}; move them away to rerun them "
+                         f"(their results stay in their result.json), or choose another --out")
+
+
 def run_main_bench(out: str = "runs/bench", full: bool = False, set_dir: Optional[str] = None,
                    heads: Optional[List[str]] = None, seeds: Optional[List[int]] = None, steps: Optional[int] = None,
                    batch: Optional[int] = None, device: str = "auto", figures: bool = True,
@@ -466,11 +486,14 @@ def run_main_bench(out: str = "runs/bench", full: bool = False, set_dir: Optiona
         write_json(pix_path, pixels)
 
     jobs = [(n, s) for s in budget["seeds"] for n in names]
+
+    def config_of(n, s):
+        return run_config(n, specs[n], set_path, out_dir / "runs" / n / f"seed{s}", budget["steps"], budget["batch"], s,
+                          budget["eval_every"], device, image_size=int(gs.manifest["size"]))
     for path in ([reuse] if isinstance(reuse, str) else list(reuse or [])):
-        _reuse_rows(path, jobs, specs, out_dir, budget, c, lambda n, s: run_config(
-            n, specs[n], set_path, out_dir / "runs" / n / f"seed{s}", budget["steps"], budget["batch"], s,
-            budget["eval_every"], device, image_size=int(gs.manifest["size"])))
+        _reuse_rows(path, jobs, specs, out_dir, budget, c, config_of)
     done = {(n, s) for n, s in jobs if (out_dir / "runs" / n / f"seed{s}" / "result.json").is_file()}
+    check_finished(out_dir, sorted(done), specs, config_of)
     todo = [j for j in jobs if j not in done]
     not_run = []
     if finished_only:  # report what is there; the rest is named, not trained
