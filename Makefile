@@ -11,16 +11,16 @@ demo: setup
 
 bench-full: setup
 	nice .venv/bin/facemargin bench --full --out runs/bench-full --manifest docs/results/bench/glyph_set_manifest.json \
-		--reuse docs/results/bench/results.json --reuse docs/results/bench/progress/results.json
+		--reuse docs/results/bench/results.json
 
-# bench-extra: each scale-based head at its paper's settings, CurricularFace with warm-up and clipping, and
+# bench-extra: each scale-based head at its paper's settings, CurricularFace and SphereFace2 with warm-up and clipping, and
 # the ATL ablation grid, seed 0 at the full budget; the shared-scale heads and SphereFace the report's
 # tables compare them with are listed too, and come from the committed runs (--reuse), not trained again
 EXTRA_BASES = sphereface,cosface,arcface,combined,adaface,magface,curricularface,subcenter_arcface,elasticarcface,elasticcosface,uniface,sphereface2
 bench-extra: setup
 	nice .venv/bin/facemargin bench --full --out runs/bench-extra --manifest docs/results/bench/glyph_set_manifest.json \
 		--heads paper,atl-ablation,$(EXTRA_BASES) --seeds 0 \
-		--reuse docs/results/bench/results.json --reuse docs/results/bench/progress/results.json
+		--reuse docs/results/bench/results.json --reuse docs/results/bench/extra/results.json
 
 # every loss on Fashion-MNIST (open-set pairs of unseen classes), small budget
 bench-quick: setup
