@@ -326,6 +326,9 @@ RUNS: Dict[str, Run] = {
 EXEMPT: Dict[str, str] = {
     "make demo": "the main job: set-up (pip, apt) and 13.6 minutes of training, timed by hand for the README",
     "make test": "runs this test suite (pytest), this file included: it is what CI runs",
+    "facemargin bench-heads --sizes 100000 --methods bare fused pml": "the head benchmark at 100k classes (minutes "
+                                                                      "of timing); the same command runs at a tiny "
+                                                                      "size in tests/experiments/test_heads_bench.py",
     "facemargin bench --full": "the full budget of the main job (hours); the same code runs at a tiny budget in "
                                "tests/bench/test_main_bench.py",
     "facemargin align --landmarks": "a fragment naming an option (it needs --images and --out); the option is "
