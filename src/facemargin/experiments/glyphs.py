@@ -138,20 +138,17 @@ def run_config(name: str, spec: Dict, set_dir: Path, out: Path, steps: int, batc
     aux = spec.get("aux", {})
     cfg["aux"] = {"name": aux.get("name", ""), "weight": float(aux.get("weight", 0.0)), "params": dict(aux.get("params", {}))}
     cfg["optim"]["lr"] = LR
-    optim = spec.get("optim") or {}
-    unknown = sorted(set(optim) - set(cfg["optim"]))
-    if unknown:
-        raise ValueError(f"bench entry {name!r}: unknown optimiser setting(s) {', '.join(unknown)}")
-    cfg["optim"].update(copy.deepcopy(optim))
-    data = spec.get("data") or {}  # the entry's batch sampling (data.sampler, data.pk_images)
-    unknown = sorted(set(data) - set(cfg["data"]))
-    if unknown:
-        raise ValueError(f"bench entry {name!r}: unknown data setting(s) {', '.join(unknown)}")
-    for key, value in data.items():
-        try:
-            cfg["data"][key] = checked(f"data.{key}", cfg["data"][key], copy.deepcopy(value))
-        except ConfigError as e:
-            raise ValueError(f"bench entry {name!r}: {e}") from None
+    # an entry's own optimiser settings (warm-up, clipping) and batch sampling (data.sampler, ...)
+    for section, what in (("optim", "optimiser"), ("data", "data")):
+        values = spec.get(section) or {}
+        unknown = sorted(set(values) - set(cfg[section]))
+        if unknown:
+            raise ValueError(f"bench entry {name!r}: unknown {what} setting(s) {', '.join(unknown)}")
+        for key, value in values.items():
+            try:
+                cfg[section][key] = checked(f"{section}.{key}", cfg[section][key], copy.deepcopy(value))
+            except ConfigError as e:
+                raise ValueError(f"bench entry {name!r}: {e}") from None
     cfg["train"].update(steps=int(steps), batch_size=int(batch), seed=int(seed), device=device, out=str(out),
                         eval_every=int(eval_every), checkpoint_every=int(eval_every), log_every=10, progress=False)
     return cfg

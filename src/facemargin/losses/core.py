@@ -70,6 +70,15 @@ def safe_acos(c: Tensor) -> Tensor:
 # ------------------------------------------------------------------------------------------------
 
 
+def elementwise_value_and_grad(fn, z: Tensor):
+    """``(fn(z), d fn/dz)`` for an elementwise ``fn``, by autograd on a detached copy of ``z``."""
+    with torch.enable_grad():
+        zz = z.detach().requires_grad_(True)
+        v = fn(zz)
+        (g,) = torch.autograd.grad(v.sum(), zz)
+    return v.detach(), g
+
+
 @dataclass
 class MarginContext:
     """What a margin may read during one call, for the rows it is asked about.
@@ -173,11 +182,7 @@ class Margin(CheckedParams, nn.Module):
         at hand, so the transform never costs a second GEMM. The default differentiates
         :meth:`others` with autograd; a margin with a closed form overrides this.
         """
-        with torch.enable_grad():
-            cc = c.detach().requires_grad_(True)
-            v = self.others(cc, ctx)
-            (g,) = torch.autograd.grad(v.sum(), cc)
-        return v.detach(), g
+        return elementwise_value_and_grad(lambda cc: self.others(cc, ctx), c)
 
     def regularizer(self, ctx: MarginContext) -> Optional[Tensor]:
         return None
@@ -362,8 +367,8 @@ class ScaledOthers:
     """A margin's non-target transform on logits ``z = s·c``: ``s·others(z/s)``, elementwise.
 
     Called, it gives the transformed logits (what the plain engine uses, differentiated by
-    autograd); :meth:`value_and_grad` also gives ``d/dz``, which equals ``d others/dc`` at
-    ``c = z/s`` (None where it is 1 everywhere).
+    autograd); :meth:`apply_` transforms a slice in place for the fused engine and also gives
+    ``d/dz``, which equals ``d others/dc`` at ``c = z/s`` (None where it is 1 everywhere).
     """
 
     def __init__(self, margin: Margin, ctx: MarginContext, scale):
@@ -371,11 +376,6 @@ class ScaledOthers:
 
     def __call__(self, z: Tensor) -> Tensor:
         return self.scale * self.margin.others(z / self.scale, self.ctx)
-
-    def value_and_grad(self, z: Tensor):
-        s = self.scale.detach() if isinstance(self.scale, Tensor) else self.scale
-        v, g = self.margin.others_and_grad(z / s, self.ctx)
-        return s * v, g
 
     def apply_(self, z: Tensor, grad: bool = False) -> Optional[Tensor]:
         """Transform ``z`` in place; with ``grad``, return ``d/dz`` (None where it is 1 everywhere)."""

@@ -30,7 +30,7 @@ from typing import Callable, Optional
 import torch
 
 from ...registry import Registry
-from ..core import MarginStats
+from ..core import MarginStats, elementwise_value_and_grad
 
 Tensor = torch.Tensor
 
@@ -68,11 +68,7 @@ class Elementwise:
         if self.grad is not None:
             with torch.no_grad():
                 return self.fn(z), self.grad(z)
-        with torch.enable_grad():
-            zz = z.detach().requires_grad_(True)
-            v = self.fn(zz)
-            (g,) = torch.autograd.grad(v.sum(), zz)
-        return v.detach(), g
+        return elementwise_value_and_grad(self.fn, z)
 
 
 class OneVsRest:

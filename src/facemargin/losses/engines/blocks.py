@@ -204,15 +204,12 @@ class _Blocks:
             zs = z[:, a:b]
             sel = (c >= a) & (c < b)
             rr, cc = r[sel], c[sel] - a
-            if self.others is not None:  # the statistics read the plain logits
-                row_max = torch.maximum(row_max, self.plain_other_max(zs, lo + a, rr, cc))
+            # the statistics read the plain logits
+            row_max = torch.maximum(row_max, self.plain_other_max(zs, lo + a, rr, cc))
             d = self.transform_(zs, lo + a, grad=True)
             vals, g = neg.value_and_grad(zs.to(self.wk))
             vals[rr, cc] = 0
             total = total + vals.sum()
-            if self.others is None:
-                zs[rr, cc] = -math.inf
-                row_max = torch.maximum(row_max, zs.amax(dim=1).to(self.wk))
             g[rr, cc] = 0
             if bias_grad is not None:
                 bias_grad[lo + a:lo + b] = g.sum(dim=0)
